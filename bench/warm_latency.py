@@ -1,0 +1,141 @@
+"""Warm latency: the Lambda handler (Mangum + FastAPI + model cache + logging) answering a
+REST proxy event for one sentence with embed v2, against raw tokenize + session.run of the
+same model with the same session options. Both run in this process, interleaved, so
+machine noise hits both alike.
+
+    python bench/warm_latency.py [--rounds 9] [--calls 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, machine, median, write_result
+
+SENTENCE = "A man is eating a piece of bread."
+TARGET = 1.15
+
+
+def _event() -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((ROOT / "tests/events/apigw-rest-proxy.json").read_text())
+    event.update(
+        path="/v2/predict/embed",
+        resource="/v2/predict/embed",
+        pathParameters=None,
+        body=json.dumps({"inputs": [SENTENCE]}),
+        isBase64Encoded=False,
+    )
+    return event
+
+
+class Context:
+    function_name = "embed"
+    memory_limit_in_mb = 2048
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:embed"
+    aws_request_id = "bench"
+
+
+def _raw_runner() -> Any:
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from functions.runtime.models import session_options
+    from stratoserve.declaration import load_declaration, models_dir
+
+    declaration = load_declaration(ROOT / "stratoserve.toml")
+    root = models_dir(declaration, ROOT / "stratoserve.toml")
+    version = declaration.models["embed"].versions["2"]
+    session = onnxruntime.InferenceSession(
+        str(root / version.artifact),
+        sess_options=session_options(declaration.runtime),
+        providers=["CPUExecutionProvider"],
+    )
+    tokenizer = Tokenizer.from_file(str(root / str(version.tokenizer)))
+    tokenizer.enable_truncation(max_length=256)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def run() -> Any:
+        (encoding,) = tokenizer.encode_batch([SENTENCE])
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0].tolist()
+
+    return run
+
+
+def _per_call_ms(call: Any, calls: int) -> float:
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=300)
+    arguments = parser.parse_args()
+
+    os.environ["STRATOSERVE_FUNCTION"] = "embed"
+    os.environ["STRATOSERVE_CONFIG"] = str(ROOT / "stratoserve.toml")
+    # The handler logs one JSON line per request, as on Lambda; its formatting cost is
+    # measured, only the sink is /dev/null instead of CloudWatch.
+    with Path(os.devnull).open("w") as sink, contextlib.redirect_stdout(sink):
+        from functions.api.handler import handler
+
+        event, context = _event(), Context()
+        raw = _raw_runner()
+        answer = handler(event, context)
+        assert answer["statusCode"] == 200, answer
+        for _ in range(50):  # warm both paths: allocator, caches, branch predictors
+            handler(event, context)
+            raw()
+        framework_ms, raw_ms = [], []
+        for round_ in range(arguments.rounds):
+            # Alternate which goes first so neither always runs on a cooler cache.
+            order = [("framework", framework_ms), ("raw", raw_ms)]
+            for name, into in order if round_ % 2 == 0 else reversed(order):
+                call = (lambda: handler(event, context)) if name == "framework" else raw
+                into.append(_per_call_ms(call, arguments.calls))
+
+    framework, baseline = median(framework_ms), median(raw_ms)
+    result = {
+        "command": "python bench/warm_latency.py",
+        "machine": machine(),
+        "setup": {
+            "model": "embed v2 (MiniLM-L6 int8, per-channel)",
+            "input": SENTENCE,
+            "rounds": arguments.rounds,
+            "calls_per_round": arguments.calls,
+        },
+        "framework_ms_per_round": framework_ms,
+        "raw_ms_per_round": raw_ms,
+        "ratios": [
+            {
+                "name": "warm latency, one sentence (embed v2)",
+                "framework": f"{framework:.3f} ms (Mangum handler, REST proxy event)",
+                "baseline": f"{baseline:.3f} ms (tokenize + session.run)",
+                "ratio": framework / baseline,
+                "target": TARGET,
+            }
+        ],
+    }
+    path = write_result("warm_latency", result)
+    print(f"framework {framework:.3f} ms, raw {baseline:.3f} ms, ratio {framework / baseline:.2f}x")
+    print(f"written to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

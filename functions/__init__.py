@@ -1,0 +1,1 @@
+"""Everything that runs inside AWS Lambda: this folder is the functions' asset root."""

@@ -1,0 +1,1 @@
+"""One router per resource, gathered by `functions.api.app.create_app`."""

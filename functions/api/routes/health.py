@@ -1,0 +1,21 @@
+"""GET /health: the one route without an API key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import JSONResponse
+
+from functions.api.dependencies import EnvironmentDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(environment: EnvironmentDep) -> JSONResponse:
+    return JSONResponse(
+        {
+            "status": "ok",
+            "function": environment.function_name,
+            "models_loaded": [str(key) for key in environment.cache.loaded()],
+        }
+    )

@@ -1,0 +1,93 @@
+"""POST /{api_version}/predict/{model}: run a model inline on this function's CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from functions.api.dependencies import EnvironmentDep
+from functions.api.errors import ApiError
+from functions.api.versioning import lifecycle
+from functions.runtime.environment import UnknownModelError
+from functions.runtime.models import InputError
+from functions.runtime.observability import logger
+
+router = APIRouter(tags=["predict"])
+
+_REQUEST_SCHEMA = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {"inputs": {"type": "array", "minItems": 1}},
+            }
+        }
+    },
+}
+
+
+@router.post("/{api_version}/predict/{model}", openapi_extra={"requestBody": _REQUEST_SCHEMA})
+async def predict(
+    api_version: str, model: str, request: Request, environment: EnvironmentDep
+) -> JSONResponse:
+    try:
+        key = environment.resolve(api_version, model)
+    except UnknownModelError as error:
+        raise ApiError(404, str(error)) from None
+    inputs = _inputs(await request.body())
+    limit = environment.declaration.routing_for(model).inline_max_inputs
+    if len(inputs) > limit:
+        raise ApiError(
+            413,
+            f"{len(inputs)} inputs is more than the inline limit of {limit} for {model} "
+            f"(routing.{model}.inline_max_inputs); send at most {limit} per request",
+        )
+    with environment.cache.use(key) as loaded:
+        try:
+            checked = loaded.runner.check(inputs)
+        except InputError as error:
+            raise ApiError(422, str(error)) from None
+        started = time.perf_counter()
+        outputs = loaded.runner.run(checked)
+        model_ms = (time.perf_counter() - started) * 1000
+    logger.info(
+        "predict",
+        extra={
+            "model": key.name,
+            "version": key.version,
+            "api_version": api_version,
+            "inputs": len(inputs),
+            "model_ms": round(model_ms, 3),
+        },
+    )
+    headers, deprecation = lifecycle(environment.declaration, api_version, request.url.path)
+    body: dict[str, Any] = {
+        "outputs": outputs,
+        "model": {"name": key.name, "version": key.version},
+        "api_version": api_version,
+    }
+    if deprecation:
+        body["deprecation"] = deprecation
+    headers["x-model-version"] = key.version
+    return JSONResponse(body, headers=headers)
+
+
+def _inputs(raw: bytes) -> list[Any]:
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, f"request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise ApiError(422, 'request body must be a JSON object with an "inputs" list')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list):
+        raise ApiError(422, '"inputs" must be a list')
+    if not inputs:
+        raise ApiError(422, '"inputs" must not be empty')
+    return inputs

@@ -1,0 +1,1 @@
+"""What every function shares: the execution environment, the model cache, observability."""

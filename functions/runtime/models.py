@@ -1,0 +1,184 @@
+"""Loaded models: an ONNX Runtime session plus what it takes to turn request inputs into
+its tensors and its tensors back into JSON-ready outputs.
+
+onnxruntime, numpy and tokenizers are imported when a model loads, not when this module
+does, so a function that serves no model (the `api` function) never pays for them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from stratoserve.declaration.schema import ModelSpec, RuntimeSpec
+
+
+class InputError(ValueError):
+    """Inputs of the wrong shape or type for the model: the client's mistake (422)."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A declared model whose artifact cannot be loaded."""
+
+
+class Runner(Protocol):
+    def check(self, inputs: list[Any]) -> Any: ...
+
+    def run(self, checked: Any) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class LoadedModel:
+    key: ModelKey
+    runner: Runner
+    size_bytes: int
+    load_ms: float
+
+
+_GRAPH_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def session_options(runtime: RuntimeSpec) -> onnxruntime.SessionOptions:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = runtime.intra_op_threads
+    options.inter_op_num_threads = runtime.inter_op_threads
+    options.enable_cpu_mem_arena = runtime.cpu_mem_arena
+    options.graph_optimization_level = getattr(
+        onnxruntime.GraphOptimizationLevel, _GRAPH_LEVELS[runtime.graph_optimization]
+    )
+    # Lambda's /tmp-less, log-heavy environment: keep ORT's own warnings out of the logs.
+    options.log_severity_level = 3
+    return options
+
+
+def load_model(
+    key: ModelKey, spec: ModelSpec, models_dir: Path, runtime: RuntimeSpec
+) -> LoadedModel:
+    version = spec.versions[key.version]
+    artifact = models_dir / version.artifact
+    if not artifact.is_file():
+        raise ModelUnavailableError(
+            f"model {key}: artifact {artifact} not found; "
+            f"build it with `stratoserve models build {key.name}`"
+        )
+    started = time.perf_counter()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(artifact), sess_options=session_options(runtime), providers=["CPUExecutionProvider"]
+    )
+    runner: Runner
+    if spec.task == "classify":
+        runner = Classifier(session)
+    else:
+        assert version.tokenizer is not None  # the loader guarantees it for embed models
+        runner = Embedder(session, _tokenizer(models_dir / version.tokenizer, spec.max_tokens))
+    load_ms = (time.perf_counter() - started) * 1000
+    return LoadedModel(key=key, runner=runner, size_bytes=artifact.stat().st_size, load_ms=load_ms)
+
+
+def _tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    if not path.is_file():
+        raise ModelUnavailableError(f"tokenizer {path} not found; run `stratoserve models build`")
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(max_length=max_tokens)
+    # Pad to the longest text of the batch, never to a fixed length: short requests stay cheap.
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+class Classifier:
+    """A tabular classifier: each input is a row of numbers; outputs label + probabilities."""
+
+    def __init__(self, session: onnxruntime.InferenceSession) -> None:
+        self._session = session
+        model_input = session.get_inputs()[0]
+        self._input_name = model_input.name
+        width = model_input.shape[-1]
+        self.features = width if isinstance(width, int) else None
+
+    def check(self, inputs: list[Any]) -> np.ndarray:
+        import numpy as np
+
+        for index, row in enumerate(inputs):
+            if not isinstance(row, list) or not all(_is_number(value) for value in row):
+                raise InputError(f"inputs[{index}]: expected a list of numbers")
+            if self.features is not None and len(row) != self.features:
+                raise InputError(
+                    f"inputs[{index}]: expected {self.features} numbers, got {len(row)}"
+                )
+        return np.asarray(inputs, dtype=np.float32)
+
+    def run(self, checked: np.ndarray) -> list[Any]:
+        labels, probabilities = self._session.run(None, {self._input_name: checked})
+        return [
+            {"label": int(label), "probabilities": row}
+            for label, row in zip(labels, probabilities.tolist(), strict=True)
+        ]
+
+
+class Embedder:
+    """A sentence embedder: texts in, L2-normalised vectors out (pooling is in the graph)."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._input_names = {model_input.name for model_input in session.get_inputs()}
+
+    def check(self, inputs: list[Any]) -> list[str]:
+        for index, text in enumerate(inputs):
+            if not isinstance(text, str):
+                raise InputError(f"inputs[{index}]: expected a string, got {_json_type(text)}")
+            if not text.strip():
+                raise InputError(f"inputs[{index}]: text is empty")
+        return inputs
+
+    def run(self, checked: list[str]) -> list[Any]:
+        import numpy as np
+
+        encodings = self._tokenizer.encode_batch(checked)
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        (embeddings,) = self._session.run(None, feeds)
+        result: list[Any] = embeddings.tolist()
+        return result
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")

@@ -1,0 +1,1 @@
+"""The AWS CDK app (not built yet: see infra_cdk/README.md)."""

@@ -1,0 +1,1 @@
+"""Model recipes: each builds ONNX artifacts from source weights."""

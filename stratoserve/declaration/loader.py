@@ -1,0 +1,199 @@
+"""The one loader of stratoserve.toml: the CLI, the local stack, the Lambda runtime and the
+CDK app all read the declaration through `load_declaration`.
+
+It must stay light: importing it pulls in pydantic and the standard library only (a test
+guards that boto3, onnxruntime, fastapi and aws_cdk stay out), because it runs on every
+Lambda cold start.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from stratoserve.declaration.schema import API_FUNCTION, Declaration, FunctionSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pydantic_core import ErrorDetails
+
+DEFAULT_FILE = "stratoserve.toml"
+CONFIG_ENV = "STRATOSERVE_CONFIG"
+MODELS_DIR_ENV = "STRATOSERVE_MODELS_DIR"
+
+
+class DeclarationError(Exception):
+    """A declaration that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, source: Path, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_FILE))
+
+
+def load_declaration(path: Path | str | None = None) -> Declaration:
+    source = Path(path) if path is not None else default_path()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeclarationError(
+            source, ["file not found (pass --config or set STRATOSERVE_CONFIG)"]
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise DeclarationError(source, [f"not valid TOML: {error}"]) from None
+    try:
+        declaration = Declaration.model_validate(raw)
+    except ValidationError as error:
+        raise DeclarationError(source, [_describe(detail) for detail in error.errors()]) from None
+    problems = list(_cross_reference_problems(declaration))
+    if problems:
+        raise DeclarationError(source, problems)
+    return _with_default_functions(declaration)
+
+
+def models_dir(declaration: Declaration, source: Path) -> Path:
+    """Where artifacts are read from: $STRATOSERVE_MODELS_DIR on Lambda, else beside the file."""
+    override = os.environ.get(MODELS_DIR_ENV)
+    if override:
+        return Path(override)
+    return (source.parent / declaration.project.models_dir).resolve()
+
+
+def _with_default_functions(declaration: Declaration) -> Declaration:
+    """Give every model that no function claims a function of its own, named after it, so a
+    cold start loads only that model; and make sure the `api` function exists."""
+    functions = dict(declaration.functions)
+    claimed = {model for function in functions.values() for model in function.models}
+    for model in declaration.models:
+        if model not in claimed:
+            functions[model] = FunctionSpec(models=[model])
+    functions.setdefault(API_FUNCTION, FunctionSpec(memory_mb=512))
+    return declaration.model_copy(update={"functions": functions})
+
+
+def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
+    models = declaration.models
+    for api_version, spec in declaration.api.items():
+        for model, version in spec.models.items():
+            where = f"api.{api_version}.models.{model}"
+            if model not in models:
+                yield f"{where}: unknown model{_suggest(model, models)}"
+            elif version not in models[model].versions:
+                known = ", ".join(sorted(models[model].versions))
+                yield f"{where}: model {model} has no version {version} (declared: {known})"
+        if spec.sunset and not spec.deprecated:
+            yield f"api.{api_version}.sunset: needs api.{api_version}.deprecated as well"
+        if spec.sunset and spec.deprecated and spec.sunset < spec.deprecated:
+            yield f"api.{api_version}.sunset: must not be before deprecated ({spec.deprecated})"
+
+    owner: dict[str, str] = {}
+    for name, function in declaration.functions.items():
+        if name == API_FUNCTION and function.models:
+            yield f"functions.{API_FUNCTION}.models: the api function serves no models"
+        for model in function.models:
+            if model not in models:
+                yield f"functions.{name}.models: unknown model {model}{_suggest(model, models)}"
+            elif model in owner:
+                yield (
+                    f"functions.{name}.models: {model} is already served by "
+                    f"functions.{owner[model]}; a model has one function"
+                )
+            else:
+                owner[model] = name
+        if function.snapstart and function.provisioned_concurrency:
+            yield (
+                f"functions.{name}: snapstart and provisioned_concurrency are mutually "
+                "exclusive (AWS rejects both on one function); keep one"
+            )
+
+    for model in declaration.routing:
+        if model not in models:
+            yield f"routing.{model}: unknown model{_suggest(model, models)}"
+
+    for name, model_spec in models.items():
+        for version, version_spec in model_spec.versions.items():
+            if model_spec.task == "embed" and version_spec.tokenizer is None:
+                yield f"models.{name}.versions.{version}.tokenizer: an embed model needs one"
+
+
+def _describe(detail: ErrorDetails) -> str:
+    # pydantic marks a bad table key with a trailing "[key]"; the key path already names it.
+    loc = tuple(part for part in detail["loc"] if part != "[key]")
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    kind = detail["type"]
+    context: dict[str, Any] = dict(detail.get("ctx") or {})
+    if kind == "missing":
+        return f"{where}: is required"
+    if kind == "extra_forbidden":
+        parent, _, key = where.rpartition(".")
+        allowed = _fields_at(parent)
+        return f"{where}: unknown key{_suggest(key, allowed)}"
+    if kind == "literal_error":
+        return f"{where}: must be {_or_list(str(context.get('expected', '')))}"
+    if kind == "string_pattern_mismatch":
+        return f"{where}: {_pattern_hint(loc)}"
+    if kind in _BOUNDS:
+        limit = next(context[bound] for bound in ("ge", "gt", "le", "lt") if bound in context)
+        return f"{where}: must be {_BOUNDS[kind]} {limit}"
+    if kind == "too_short":
+        return f"{where}: must not be empty"
+    return f"{where}: {detail['msg'][:1].lower()}{detail['msg'][1:]}"
+
+
+_BOUNDS = {
+    "greater_than_equal": "at least",
+    "greater_than": "greater than",
+    "less_than_equal": "at most",
+    "less_than": "less than",
+}
+
+
+def _pattern_hint(loc: tuple[int | str, ...]) -> str:
+    section = str(loc[0]) if loc else ""
+    if section == "api" and len(loc) == 2:
+        return "API versions are named v1, v2, ..."
+    if "versions" in loc or (section == "api" and "models" in loc):
+        return 'model versions are whole numbers written as strings, like "1"'
+    return "names are lowercase letters, digits, '-' or '_', starting with a letter"
+
+
+def _or_list(expected: str) -> str:
+    options = [option.strip().strip("'") for option in expected.replace(" or ", ",").split(",")]
+    options = [option for option in options if option]
+    if len(options) < 2:
+        return expected
+    return ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def _fields_at(dotted: str) -> list[str]:
+    """The keys allowed in the table at `dotted` (best effort, for 'did you mean')."""
+    model: Any = Declaration
+    for part in dotted.split(".") if dotted else []:
+        fields = getattr(model, "model_fields", None)
+        if fields is not None:
+            if part not in fields:
+                return []
+            model = fields[part].annotation
+        else:
+            # A table of named entries (models.<name>): step into its value type.
+            args = getattr(model, "__args__", ())
+            if not args:
+                return []
+            model = args[-1]
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _suggest(word: str, options: Any) -> str:
+    matches = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {matches[0]}?)" if matches else ""

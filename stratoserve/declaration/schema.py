@@ -1,0 +1,107 @@
+"""The shape of stratoserve.toml, as pydantic models.
+
+Structure and value ranges live here; rules that relate one part of the file to another
+(an API version naming a model that exists, a model served by one function only) live in
+the loader, so that every problem can be reported with its full key path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VersionKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
+ApiVersionKey = Annotated[str, Field(pattern=r"^v[0-9]+$")]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+
+API_FUNCTION = "api"
+"""The function that answers everything but predict: health, model listings (and jobs)."""
+
+HTTP_HANDLER = "functions.api.handler.handler"
+"""The Lambda handler of every HTTP-facing function (the api function and each model's)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectSpec(Strict):
+    name: Name = "stratoserve"
+    models_dir: str = "build/models"
+    """Where built artifacts live, relative to stratoserve.toml (Lambda overrides it)."""
+
+
+class RuntimeSpec(Strict):
+    intra_op_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    inter_op_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    cpu_mem_arena: bool = False
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "basic"
+    model_memory_fraction: Annotated[float, Field(gt=0, le=1)] = 0.6
+    """Share of a function's memory the session cache may fill before it evicts idle models."""
+
+
+class ModelVersionSpec(Strict):
+    artifact: str
+    tokenizer: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Handed to the recipe that builds this version (e.g. precision = "int8")."""
+
+
+class ModelSpec(Strict):
+    task: Literal["classify", "embed"]
+    recipe: str | None = None
+    """Builds the artifacts; leave it out to bring your own ONNX file."""
+    description: str = ""
+    max_tokens: Annotated[int, Field(ge=8, le=8192)] = 256
+    versions: dict[VersionKey, ModelVersionSpec] = Field(min_length=1)
+
+
+class ApiVersionSpec(Strict):
+    models: dict[str, VersionKey] = Field(min_length=1)
+    """Which version of each model this API version serves."""
+    deprecated: dt.date | None = None
+    sunset: dt.date | None = None
+
+
+class FunctionSpec(Strict):
+    models: list[str] = Field(default_factory=list)
+    memory_mb: Annotated[int, Field(ge=128, le=10240)] = 1024
+    timeout_s: Annotated[int, Field(ge=1, le=900)] = 30
+    architecture: Literal["arm64", "x86_64"] = "arm64"
+    reserved_concurrency: Annotated[int, Field(ge=0)] | None = None
+    provisioned_concurrency: Annotated[int, Field(ge=1)] | None = None
+    snapstart: bool = False
+    local_environments: Annotated[int, Field(ge=1, le=32)] = 2
+    """How many execution environments `stratoserve dev` may run for it at once."""
+
+
+class RoutingSpec(Strict):
+    inline_max_inputs: Annotated[int, Field(ge=1)] = 64
+    """Above this many inputs a predict request is refused (413) instead of run inline."""
+
+
+class Declaration(Strict):
+    project: ProjectSpec = Field(default_factory=ProjectSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    models: dict[Name, ModelSpec] = Field(min_length=1)
+    api: dict[ApiVersionKey, ApiVersionSpec] = Field(min_length=1)
+    functions: dict[Name, FunctionSpec] = Field(default_factory=dict)
+    routing: dict[str, RoutingSpec] = Field(default_factory=dict)
+
+    def function_for_model(self, model: str) -> str:
+        for name, function in self.functions.items():
+            if model in function.models:
+                return name
+        raise KeyError(model)
+
+    def routing_for(self, model: str) -> RoutingSpec:
+        return self.routing.get(model, RoutingSpec())
+
+    def successor_of(self, api_version: str) -> str | None:
+        """The next newer API version, if one is declared."""
+        newer = sorted(
+            (v for v in self.api if int(v[1:]) > int(api_version[1:])), key=lambda v: int(v[1:])
+        )
+        return newer[0] if newer else None

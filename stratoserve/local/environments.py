@@ -1,0 +1,219 @@
+"""Local Lambda execution environments, seen from the gateway.
+
+Each environment is a separate Python process (its own imports, its own models, its own
+cold start) that answers one invocation at a time, as on Lambda. A function's pool starts
+environments on demand up to its declared `local_environments`; concurrent requests beyond
+that wait for one to free up. An environment that crashes or overruns its timeout is
+killed and replaced by the next request's cold start, as Lambda does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stratoserve.local.framing import HEADER, decode, encode
+from stratoserve.local.runtime_interface import PIPES_ENV
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Lambda gives init 10 s; a first local run also compiles bytecode, so allow more here.
+INIT_TIMEOUT_S = 120.0
+
+
+class InvocationError(Exception):
+    """The function did not return a result: it raised, crashed, or timed out."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    name: str
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    max_environments: int
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Invocation:
+    result: Any
+    cold_start: bool
+    init_ms: float | None
+    duration_ms: float
+
+
+class LocalEnvironment:
+    """One running environment process and the pipes to it."""
+
+    def __init__(self, config: FunctionConfig, *, cwd: Path) -> None:
+        self.config = config
+        self._cwd = cwd
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.init_ms: float | None = None
+        self.invocations = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        to_child_read, to_child_write = os.pipe()
+        from_child_read, from_child_write = os.pipe()
+        env = {
+            **os.environ,
+            **self.config.environment,
+            "_HANDLER": self.config.handler,
+            "AWS_LAMBDA_FUNCTION_NAME": self.config.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.config.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "PYTHONUNBUFFERED": "1",
+            PIPES_ENV: f"{to_child_read},{from_child_write}",
+        }
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "stratoserve.local.runtime_interface",
+            env=env,
+            cwd=self._cwd,
+            pass_fds=(to_child_read, from_child_write),
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        os.close(to_child_read)
+        os.close(from_child_write)
+        reader = self._reader = asyncio.StreamReader(limit=2**31)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_child_read, "rb")
+        )
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(to_child_write, "wb")
+        )
+        self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        try:
+            ready = await asyncio.wait_for(self._read_frame(), INIT_TIMEOUT_S)
+        except (TimeoutError, InvocationError) as error:
+            await self.stop()
+            raise InvocationError(f"{self.config.name}: init failed: {error}") from None
+        if "init_error" in ready:
+            await self.stop()
+            failure = ready["init_error"]
+            raise InvocationError(
+                f"{self.config.name}: init failed: {failure['errorType']}: "
+                f"{failure['errorMessage']}"
+            )
+        self.init_ms = float(ready["init_ms"])
+
+    async def invoke(self, event: Any, request_id: str) -> Any:
+        assert self._writer is not None
+        deadline_ms = int((time.time() + self.config.timeout_s) * 1000)
+        frame = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
+        self._writer.write(encode(frame))
+        try:
+            await self._writer.drain()
+            reply = await asyncio.wait_for(self._read_frame(), self.config.timeout_s)
+        except TimeoutError:
+            await self.stop()
+            raise InvocationError(
+                f"{self.config.name}: task timed out after {self.config.timeout_s} s",
+                timed_out=True,
+            ) from None
+        except (ConnectionError, InvocationError):
+            await self.stop()
+            raise InvocationError(f"{self.config.name}: the environment exited") from None
+        self.invocations += 1
+        if "error" in reply:
+            raise InvocationError(
+                f"{self.config.name}: {reply['error']['errorType']}: "
+                f"{reply['error']['errorMessage']}"
+            )
+        return reply["result"]
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+
+    async def _read_frame(self) -> Any:
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(HEADER.size)
+            (length,) = HEADER.unpack(header)
+            return decode(await self._reader.readexactly(length))
+        except asyncio.IncompleteReadError:
+            raise InvocationError("the environment exited") from None
+
+
+class FunctionPool:
+    """The execution environments of one function."""
+
+    def __init__(self, config: FunctionConfig, *, cwd: Path) -> None:
+        self.config = config
+        self._cwd = cwd
+        self._idle: list[LocalEnvironment] = []
+        self._slots = asyncio.Semaphore(config.max_environments)
+        self._all: set[LocalEnvironment] = set()
+        self.cold_starts = 0
+
+    async def prestart(self, count: int = 1) -> list[LocalEnvironment]:
+        started = await asyncio.gather(
+            *(self._start() for _ in range(min(count, self.config.max_environments)))
+        )
+        self._idle.extend(started)
+        return started
+
+    async def invoke(self, event: Any) -> Invocation:
+        request_id = str(uuid.uuid4())
+        async with self._slots:
+            cold = not self._idle
+            environment = self._idle.pop() if self._idle else await self._start()
+            started = time.perf_counter()
+            try:
+                result = await environment.invoke(event, request_id)
+            finally:
+                if environment.alive:
+                    self._idle.append(environment)
+                else:
+                    self._all.discard(environment)
+            return Invocation(
+                result=result,
+                cold_start=cold,
+                init_ms=environment.init_ms if cold else None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+
+    async def close(self) -> None:
+        await asyncio.gather(*(environment.stop() for environment in self._all))
+        self._all.clear()
+        self._idle.clear()
+
+    async def _start(self) -> LocalEnvironment:
+        environment = LocalEnvironment(self.config, cwd=self._cwd)
+        self._all.add(environment)
+        try:
+            await environment.start()
+        except BaseException:
+            self._all.discard(environment)
+            raise
+        self.cold_starts += 1
+        return environment
+
+
+async def close_all(pools: dict[str, FunctionPool]) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*(pool.close() for pool in pools.values()))

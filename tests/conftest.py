@@ -1,0 +1,58 @@
+"""Shared fixtures. Models are built once per run (the builder skips what is up to date,
+so `make test`, which builds first, pays nothing twice)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoserve.declaration import Declaration, load_declaration
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = Path(__file__).resolve().parent / "events"
+DECLARATION_FILE = ROOT / "stratoserve.toml"
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    """A SAM-generated sample event from tests/events/ (a fresh copy each call)."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return copy.deepcopy(event)
+
+
+def rest_event(
+    method: str, path: str, body: Any = None, *, raw_body: str | None = None
+) -> dict[str, Any]:
+    """The SAM REST proxy sample, pointed at another route and body."""
+    event = sample_event("apigw-rest-proxy.json")
+    event["httpMethod"] = method
+    event["path"] = path
+    event["requestContext"]["path"] = "/prod" + path
+    event["requestContext"]["httpMethod"] = method
+    event["pathParameters"] = {"proxy": path.lstrip("/")}
+    if raw_body is not None:
+        event["body"], event["isBase64Encoded"] = raw_body, False
+    elif body is not None:
+        event["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+        event["isBase64Encoded"] = True
+    else:
+        event["body"], event["isBase64Encoded"] = None, False
+    return event
+
+
+@pytest.fixture(scope="session")
+def declaration() -> Declaration:
+    return load_declaration(DECLARATION_FILE)
+
+
+@pytest.fixture(scope="session")
+def built_models(declaration: Declaration) -> Path:
+    from models.builder import build_models
+    from stratoserve.declaration import models_dir
+
+    build_models(declaration, DECLARATION_FILE)
+    return models_dir(declaration, DECLARATION_FILE)

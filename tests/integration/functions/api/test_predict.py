@@ -1,0 +1,166 @@
+"""POST /{v}/predict/{model} through Mangum with real models and SAM-shaped events."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tests.conftest import rest_event, sample_event
+
+PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    x, y = np.asarray(a), np.asarray(b)
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def test_the_sam_sample_event_gets_a_digit_label(invoke: Any) -> None:
+    event = sample_event("apigw-rest-proxy.json")
+    sent = json.loads(base64.b64decode(event["body"]))["inputs"][0]
+
+    status, headers, body = invoke("digits", event)
+
+    assert status == 200
+    assert body["model"] == {"name": "digits", "version": "1"}
+    assert body["api_version"] == "v1"
+    (output,) = body["outputs"]
+    assert output["label"] == 0, "the sample's 8x8 image is a handwritten 0"
+    assert len(sent) == 64
+    assert output["probabilities"][0] == max(output["probabilities"])
+    assert headers["x-request-id"] == event["requestContext"]["requestId"]
+    assert headers["x-model-version"] == "1"
+
+
+def test_digits_labels_match_the_held_out_data(invoke: Any) -> None:
+    digits = load_digits()
+    rows = digits.data[-60:].tolist()
+
+    status, _, body = invoke("digits", rest_event("POST", "/v2/predict/digits", {"inputs": rows}))
+
+    assert status == 200
+    labels = [output["label"] for output in body["outputs"]]
+    accuracy = np.mean(np.asarray(labels) == digits.target[-60:])
+    assert accuracy >= 0.9
+    for output in body["outputs"]:
+        assert sum(output["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_v1_embeddings_of_the_classic_pair_have_cosine_about_0_755(invoke: Any) -> None:
+    status, headers, body = invoke(
+        "embed", rest_event("POST", "/v1/predict/embed", {"inputs": PAIR})
+    )
+
+    assert status == 200
+    assert body["model"] == {"name": "embed", "version": "1"}
+    first, second = body["outputs"]
+    assert len(first) == 384
+    assert np.linalg.norm(first) == pytest.approx(1.0, abs=1e-4)
+    assert _cosine(first, second) == pytest.approx(0.755, abs=0.01)
+    assert headers["x-model-version"] == "1"
+
+
+def test_v2_serves_the_int8_version_close_to_v1(invoke: Any) -> None:
+    _, _, v1 = invoke("embed", rest_event("POST", "/v1/predict/embed", {"inputs": PAIR}))
+    status, headers, v2 = invoke("embed", rest_event("POST", "/v2/predict/embed", {"inputs": PAIR}))
+
+    assert status == 200
+    assert v2["model"] == {"name": "embed", "version": "2"}
+    assert headers["x-model-version"] == "2"
+    for fp32, int8 in zip(v1["outputs"], v2["outputs"], strict=True):
+        assert _cosine(fp32, int8) >= 0.97
+    assert _cosine(*v2["outputs"]) == pytest.approx(0.755, abs=0.03)
+
+
+def test_a_deprecated_version_says_so_and_points_at_its_successor(invoke: Any) -> None:
+    _, headers, body = invoke("embed", rest_event("POST", "/v1/predict/embed", {"inputs": PAIR}))
+
+    assert headers["deprecation"] == "@1790812800"  # 2026-10-01T00:00:00Z, RFC 9745
+    assert headers["sunset"] == "Wed, 30 Jun 2027 00:00:00 GMT"  # RFC 8594 HTTP-date
+    assert headers["link"] == '</v2/predict/embed>; rel="successor-version"'
+    assert body["deprecation"]["successor_version"] == "v2"
+
+    _, current_headers, current = invoke(
+        "embed", rest_event("POST", "/v2/predict/embed", {"inputs": PAIR})
+    )
+    assert "deprecation" not in current_headers
+    assert "sunset" not in current_headers
+    assert "deprecation" not in current
+
+
+@pytest.mark.parametrize(
+    ("function", "path", "raw", "status", "message"),
+    [
+        ("embed", "/v2/predict/embed", "{not json", 400, "request body is not valid JSON"),
+        ("embed", "/v2/predict/embed", "[1, 2]", 422, 'JSON object with an "inputs" list'),
+        ("embed", "/v2/predict/embed", '{"inputs": "text"}', 422, '"inputs" must be a list'),
+        ("embed", "/v2/predict/embed", '{"inputs": []}', 422, '"inputs" must not be empty'),
+        (
+            "embed",
+            "/v2/predict/embed",
+            '{"inputs": ["ok", 3]}',
+            422,
+            "inputs[1]: expected a string",
+        ),
+        ("embed", "/v2/predict/embed", '{"inputs": ["  "]}', 422, "inputs[0]: text is empty"),
+        ("digits", "/v1/predict/digits", '{"inputs": [[1, 2]]}', 422, "expected 64 numbers, got 2"),
+        ("digits", "/v1/predict/digits", '{"inputs": [["a"]]}', 422, "expected a list of numbers"),
+        ("digits", "/v1/predict/digits", '{"inputs": [5]}', 422, "expected a list of numbers"),
+        ("api", "/v9/predict/embed", '{"inputs": ["x"]}', 404, "unknown API version v9"),
+        ("api", "/v1/predict/nope", '{"inputs": ["x"]}', 404, "unknown model nope in v1"),
+        ("api", "/v1/nowhere", None, 404, "Not Found"),
+    ],
+)
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(
+    invoke: Any, function: str, path: str, raw: str | None, status: int, message: str
+) -> None:
+    code, headers, body = invoke(function, rest_event("POST", path, raw_body=raw))
+
+    assert code == status
+    assert message in body["message"]
+    assert headers["content-type"] == "application/json"
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_too_many_inputs_for_the_inline_path_is_413(invoke: Any, declaration: Any) -> None:
+    limit = declaration.routing_for("embed").inline_max_inputs
+    event = rest_event("POST", "/v2/predict/embed", {"inputs": ["x"] * (limit + 1)})
+
+    status, _, body = invoke("embed", event)
+
+    assert status == 413
+    assert f"inline limit of {limit}" in body["message"]
+
+
+def test_nan_is_refused_not_computed(invoke: Any) -> None:
+    row = "[" + ",".join(["NaN"] + ["0"] * 63) + "]"
+    status, _, body = invoke(
+        "digits", rest_event("POST", "/v1/predict/digits", raw_body=f'{{"inputs": [{row}]}}')
+    )
+
+    assert status == 422
+    assert "inputs[0]" in body["message"]
+
+
+def test_models_lists_what_the_version_serves(invoke: Any) -> None:
+    status, headers, body = invoke("api", rest_event("GET", "/v2/models"))
+
+    assert status == 200
+    assert {(m["name"], m["version"]) for m in body["models"]} == {("digits", "1"), ("embed", "2")}
+    assert "deprecation" not in headers
+
+    _, old_headers, old = invoke("api", rest_event("GET", "/v1/models"))
+    assert {(m["name"], m["version"]) for m in old["models"]} == {("digits", "1"), ("embed", "1")}
+    assert old_headers["link"] == '</v2/models>; rel="successor-version"'
+
+
+def test_health_answers_without_models(invoke: Any) -> None:
+    status, _, body = invoke("api", rest_event("GET", "/health"))
+
+    assert status == 200
+    assert body == {"status": "ok", "function": "api", "models_loaded": []}
