@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,53 +74,66 @@ def build_models(
                 outcomes.append(Outcome(name, version, "no recipe"))
                 continue
             fingerprint = _fingerprint(spec.recipe, version_spec.params)
-            entry = manifest.get(name, {}).get(version)
-            if not force and _up_to_date(entry, fingerprint, files):
-                outcomes.append(Outcome(name, version, "up to date", metrics=entry["metrics"]))
+            recorded = manifest.get(name, {}).get(version)
+            if not force and _up_to_date(recorded, fingerprint, files):
+                outcomes.append(Outcome(name, version, "up to date", metrics=recorded["metrics"]))
                 continue
             progress(f"{name} v{version}: building with recipe {spec.recipe}")
-            started = time.perf_counter()
-            out_dir = files["model.onnx"].parent
-            out_dir.mkdir(parents=True, exist_ok=True)
-            prefix = f"{name} v{version}: "
-            try:
-                result = load_recipe(spec.recipe).build(
-                    version_spec.params,
-                    out_dir,
-                    root / WORK_DIR,
-                    lambda line: progress(prefix + line),
-                )
-            except (RecipeError, ValueError) as error:
-                raise BuildError(f"{name} version {version}: {error}") from None
-            built = {file: result.files[file] for file in files if file in result.files}
-            missing = set(files) - set(built)
-            if missing:
-                raise BuildError(
-                    f"{name} version {version}: recipe {spec.recipe} wrote no {missing.pop()}"
-                )
-            for file, path in built.items():
-                if path.resolve() != files[file].resolve():
-                    os.replace(path, files[file])
-            seconds = time.perf_counter() - started
-            manifest.setdefault(name, {})[version] = {
-                "recipe": spec.recipe,
-                "params": version_spec.params,
-                "fingerprint": fingerprint,
-                "files": {
-                    file: {
-                        "path": str(path.relative_to(root)),
-                        "sha256": _sha256(path),
-                        "size_bytes": path.stat().st_size,
-                    }
-                    for file, path in files.items()
-                },
-                "metrics": result.metrics,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_seconds": round(seconds, 2),
-            }
+            entry = _build_version(
+                name, version, spec.recipe, version_spec.params, fingerprint, files, root, progress
+            )
+            manifest.setdefault(name, {})[version] = entry
             _write_manifest(manifest_path, manifest)
-            outcomes.append(Outcome(name, version, "built", seconds, result.metrics))
+            outcomes.append(
+                Outcome(name, version, "built", entry["build_seconds"], entry["metrics"])
+            )
     return outcomes
+
+
+def _build_version(
+    name: str,
+    version: str,
+    recipe: str,
+    params: dict[str, Any],
+    fingerprint: str,
+    files: dict[str, Path],
+    root: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run the recipe for one version, move its files where the declaration says, and
+    return the version's manifest entry."""
+    started = time.perf_counter()
+    out_dir = files["model.onnx"].parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f"{name} v{version}: "
+    try:
+        result = load_recipe(recipe).build(
+            params, out_dir, root / WORK_DIR, lambda line: progress(prefix + line)
+        )
+    except (RecipeError, ValueError) as error:
+        raise BuildError(f"{name} version {version}: {error}") from None
+    missing = sorted(set(files) - set(result.files))
+    if missing:
+        raise BuildError(f"{name} version {version}: recipe {recipe} wrote no {missing[0]}")
+    for file, target in files.items():
+        if result.files[file].resolve() != target.resolve():
+            result.files[file].replace(target)
+    return {
+        "recipe": recipe,
+        "params": params,
+        "fingerprint": fingerprint,
+        "files": {
+            file: {
+                "path": str(path.relative_to(root)),
+                "sha256": _sha256(path),
+                "size_bytes": path.stat().st_size,
+            }
+            for file, path in files.items()
+        },
+        "metrics": result.metrics,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def _fingerprint(recipe: str, params: dict[str, Any]) -> str:
@@ -169,4 +181,4 @@ def _write_manifest(path: Path, models: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps({"models": models}, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    temporary.replace(path)

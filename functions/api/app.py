@@ -14,6 +14,8 @@ from functions.runtime.observability import logger
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from stratoserve.declaration import Declaration
+
 
 class RequestIdMiddleware:
     """Tags each response (errors included) and each log line with the request id: API
@@ -40,15 +42,16 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app() -> FastAPI:
+def create_app(declaration: Declaration) -> FastAPI:
+    """The app's routes are literal, one per declared resource, like API Gateway's."""
     app = FastAPI(
-        title="stratoserve",
+        title=declaration.project.name,
         summary="AI inference API: predict with declared ONNX models.",
         version="1",
     )
     app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(predict.router)
-    install_error_handlers(app)
+    app.include_router(models.router(declaration))
+    app.include_router(predict.router(declaration))
+    install_error_handlers(app, declaration)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 
+from functions.api.responses import JSONResponse
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from fastapi import FastAPI, Request
+
+    from stratoserve.declaration import Declaration
 
 
 class ApiError(Exception):
@@ -31,9 +35,29 @@ async def _api_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(error.status, error.message)
 
 
-async def _http_error(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, HTTPException)
-    return error_response(error.status_code, str(error.detail))
+def _not_found(declaration: Declaration, path: str) -> str:
+    """Routes are literal, so a 404 says which part of the path matched nothing."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[1] == "predict":
+        try:
+            declaration.served_version(parts[0], parts[2])
+        except LookupError as error:
+            return str(error)
+    if parts[0] not in declaration.api and parts[0][:1] == "v" and parts[0][1:].isdigit():
+        return f"unknown API version {parts[0]} (declared: {', '.join(declaration.api)})"
+    return f"Not Found: no resource {path}"
+
+
+def _http_error_handler(
+    declaration: Declaration,
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        if error.status_code == 404:
+            return error_response(404, _not_found(declaration, request.url.path))
+        return error_response(error.status_code, str(error.detail))
+
+    return http_error
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
@@ -48,8 +72,8 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:
     return error_response(500, "Internal server error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, declaration: Declaration) -> None:
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(HTTPException, _http_error_handler(declaration))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 environment = get_environment()
-asgi_handler = Mangum(create_app(), lifespan="off")
+asgi_handler = Mangum(create_app(environment.declaration), lifespan="off")
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -79,14 +79,10 @@ class ExecutionEnvironment:
         return sorted(keys, key=str)
 
     def resolve(self, api_version: str, model: str) -> ModelKey:
-        api = self.declaration.api.get(api_version)
-        if api is None:
-            known = ", ".join(self.declaration.api)
-            raise UnknownModelError(f"unknown API version {api_version} (declared: {known})")
-        version = api.models.get(model)
-        if version is None:
-            known = ", ".join(api.models)
-            raise UnknownModelError(f"unknown model {model} in {api_version} (available: {known})")
+        try:
+            version = self.declaration.served_version(api_version, model)
+        except LookupError as error:
+            raise UnknownModelError(str(error)) from None
         if model not in self.function.models:
             raise UnknownModelError(f"model {model} is not served by function {self.function_name}")
         return ModelKey(model, version)

@@ -33,7 +33,9 @@ class ModelUnavailableError(RuntimeError):
 class Runner(Protocol):
     def check(self, inputs: list[Any]) -> Any: ...
 
-    def run(self, checked: Any) -> list[Any]: ...
+    def run(self, checked: Any) -> Any:
+        """One output per input, JSON-serialisable by orjson (lists or numpy arrays)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,11 @@ def load_model(
             f"model {key}: artifact {artifact} not found; "
             f"build it with `stratoserve models build {key.name}`"
         )
-    started = time.perf_counter()
     import onnxruntime
 
+    # Timed after the import: the first load also pays for importing onnxruntime, which
+    # the cold-start figures count as imports, not as loading this model.
+    started = time.perf_counter()
     session = onnxruntime.InferenceSession(
         str(artifact), sess_options=session_options(runtime), providers=["CPUExecutionProvider"]
     )
@@ -136,11 +140,11 @@ class Classifier:
                 )
         return np.asarray(inputs, dtype=np.float32)
 
-    def run(self, checked: np.ndarray) -> list[Any]:
+    def run(self, checked: np.ndarray) -> list[dict[str, Any]]:
         labels, probabilities = self._session.run(None, {self._input_name: checked})
         return [
             {"label": int(label), "probabilities": row}
-            for label, row in zip(labels, probabilities.tolist(), strict=True)
+            for label, row in zip(labels, probabilities, strict=True)
         ]
 
 
@@ -160,7 +164,7 @@ class Embedder:
                 raise InputError(f"inputs[{index}]: text is empty")
         return inputs
 
-    def run(self, checked: list[str]) -> list[Any]:
+    def run(self, checked: list[str]) -> np.ndarray:
         import numpy as np
 
         encodings = self._tokenizer.encode_batch(checked)
@@ -171,8 +175,7 @@ class Embedder:
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
         (embeddings,) = self._session.run(None, feeds)
-        result: list[Any] = embeddings.tolist()
-        return result
+        return embeddings  # type: ignore[no-any-return]  # an ndarray: orjson writes it as is
 
 
 def _is_number(value: Any) -> bool:

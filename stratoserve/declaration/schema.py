@@ -96,6 +96,20 @@ class Declaration(Strict):
                 return name
         raise KeyError(model)
 
+    def served_version(self, api_version: str, model: str) -> str:
+        """The version of `model` that `api_version` serves; a LookupError says what exists."""
+        api = self.api.get(api_version)
+        if api is None:
+            raise LookupError(
+                f"unknown API version {api_version} (declared: {', '.join(self.api)})"
+            )
+        version = api.models.get(model)
+        if version is None:
+            raise LookupError(
+                f"unknown model {model} in {api_version} (available: {', '.join(api.models)})"
+            )
+        return version
+
     def routing_for(self, model: str) -> RoutingSpec:
         return self.routing.get(model, RoutingSpec())
 

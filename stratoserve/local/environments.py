@@ -180,8 +180,10 @@ class FunctionPool:
     async def invoke(self, event: Any) -> Invocation:
         request_id = str(uuid.uuid4())
         async with self._slots:
-            cold = not self._idle
-            environment = self._idle.pop() if self._idle else await self._start()
+            environment = self._take_idle()
+            cold = environment is None
+            if environment is None:
+                environment = await self._start()
             started = time.perf_counter()
             try:
                 result = await environment.invoke(event, request_id)
@@ -196,6 +198,16 @@ class FunctionPool:
                 init_ms=environment.init_ms if cold else None,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
+
+    def _take_idle(self) -> LocalEnvironment | None:
+        # An environment that died while idle (killed, out of memory) is simply gone, as
+        # on Lambda: the request goes to another one or to a cold start.
+        while self._idle:
+            environment = self._idle.pop()
+            if environment.alive:
+                return environment
+            self._all.discard(environment)
+        return None
 
     async def close(self) -> None:
         await asyncio.gather(*(environment.stop() for environment in self._all))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from starlette.responses import JSONResponse
 
 from functions.api.dependencies import EnvironmentDep
+from functions.api.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 

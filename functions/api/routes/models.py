@@ -1,40 +1,51 @@
-"""GET /{api_version}/models: what this API version serves."""
+"""GET /{api_version}/models: what an API version serves (one literal route per version)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
 
 from functions.api.dependencies import EnvironmentDep
-from functions.api.errors import ApiError
+from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle
 
-router = APIRouter(tags=["models"])
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from stratoserve.declaration import Declaration
 
 
-@router.get("/{api_version}/models")
-async def list_models(
-    api_version: str, request: Request, environment: EnvironmentDep
-) -> JSONResponse:
-    declaration = environment.declaration
-    api = declaration.api.get(api_version)
-    if api is None:
-        known = ", ".join(declaration.api)
-        raise ApiError(404, f"unknown API version {api_version} (declared: {known})")
-    models = [
-        {
-            "name": name,
-            "task": declaration.models[name].task,
-            "version": version,
-            "description": declaration.models[name].description,
-            "predict_url": f"/{api_version}/predict/{name}",
-        }
-        for name, version in api.models.items()
-    ]
-    headers, deprecation = lifecycle(declaration, api_version, request.url.path)
-    body: dict[str, Any] = {"api_version": api_version, "models": models}
-    if deprecation:
-        body["deprecation"] = deprecation
-    return JSONResponse(body, headers=headers)
+def router(declaration: Declaration) -> APIRouter:
+    routes = APIRouter(tags=["models"])
+    for api_version in declaration.api:
+        routes.add_api_route(
+            f"/{api_version}/models",
+            _endpoint(api_version),
+            methods=["GET"],
+            name=f"models ({api_version})",
+            summary=f"Models served by {api_version}",
+        )
+    return routes
+
+
+def _endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
+    async def list_models(request: Request, environment: EnvironmentDep) -> JSONResponse:
+        declaration = environment.declaration
+        models = [
+            {
+                "name": name,
+                "task": declaration.models[name].task,
+                "version": version,
+                "description": declaration.models[name].description,
+                "predict_url": f"/{api_version}/predict/{name}",
+            }
+            for name, version in declaration.api[api_version].models.items()
+        ]
+        headers, deprecation = lifecycle(declaration, api_version, request.url.path)
+        body: dict[str, Any] = {"api_version": api_version, "models": models}
+        if deprecation:
+            body["deprecation"] = deprecation
+        return JSONResponse(body, headers=headers)
+
+    return list_models

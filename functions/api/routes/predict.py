@@ -1,22 +1,29 @@
-"""POST /{api_version}/predict/{model}: run a model inline on this function's CPU."""
+"""POST /{api_version}/predict/{model}: run a model inline on this function's CPU.
+
+One literal route per declared (API version, model) pair, as on API Gateway: no path
+parameters to parse, and each route's OpenAPI entry names its model.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
 
 from functions.api.dependencies import EnvironmentDep
 from functions.api.errors import ApiError
+from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle
-from functions.runtime.environment import UnknownModelError
+from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
 from functions.runtime.models import InputError
 from functions.runtime.observability import logger
 
-router = APIRouter(tags=["predict"])
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from stratoserve.declaration import Declaration
 
 _REQUEST_SCHEMA = {
     "required": True,
@@ -32,9 +39,30 @@ _REQUEST_SCHEMA = {
 }
 
 
-@router.post("/{api_version}/predict/{model}", openapi_extra={"requestBody": _REQUEST_SCHEMA})
+def router(declaration: Declaration) -> APIRouter:
+    routes = APIRouter(tags=["predict"])
+    for api_version, spec in declaration.api.items():
+        for model in spec.models:
+            routes.add_api_route(
+                f"/{api_version}/predict/{model}",
+                _endpoint(api_version, model),
+                methods=["POST"],
+                name=f"predict {model} ({api_version})",
+                summary=f"Predict with {model} ({declaration.models[model].task})",
+                openapi_extra={"requestBody": _REQUEST_SCHEMA},
+            )
+    return routes
+
+
+def _endpoint(api_version: str, model: str) -> Callable[..., Awaitable[JSONResponse]]:
+    async def endpoint(request: Request, environment: EnvironmentDep) -> JSONResponse:
+        return await predict(api_version, model, request, environment)
+
+    return endpoint
+
+
 async def predict(
-    api_version: str, model: str, request: Request, environment: EnvironmentDep
+    api_version: str, model: str, request: Request, environment: ExecutionEnvironment
 ) -> JSONResponse:
     try:
         key = environment.resolve(api_version, model)
@@ -80,8 +108,8 @@ async def predict(
 
 def _inputs(raw: bytes) -> list[Any]:
     try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
         raise ApiError(400, f"request body is not valid JSON: {error}") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise ApiError(422, 'request body must be a JSON object with an "inputs" list')

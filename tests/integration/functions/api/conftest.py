@@ -42,10 +42,17 @@ def environments(declaration: Declaration, built_models: Path) -> dict[str, Exec
 @pytest.fixture(scope="session")
 def invoke(environments: dict[str, ExecutionEnvironment]) -> Callable[..., Any]:
     """Invoke function `name` the way Lambda does: a REST proxy event through Mangum."""
+
+    def provider(environment: ExecutionEnvironment) -> Callable[[], Any]:
+        async def provide() -> ExecutionEnvironment:
+            return environment
+
+        return provide
+
     handlers = {}
     for name, environment in environments.items():
-        app = create_app()
-        app.dependency_overrides[current_environment] = lambda environment=environment: environment
+        app = create_app(environment.declaration)
+        app.dependency_overrides[current_environment] = provider(environment)
         handlers[name] = Mangum(app, lifespan="off")
 
     def call(name: str, event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
