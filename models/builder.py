@@ -1,32 +1,36 @@
 """`stratoserve models build`: run each declared version's recipe, record what it built.
 
 The manifest (build/models/manifest.json) holds, per model version, the recipe's
-fingerprint (its source and params), each file's sha256 and size, and the parity figures
-the recipe measured. A version whose fingerprint and files still match is skipped, so the
-command is cheap to run before every `dev` and every test run.
+fingerprint (its source files, the versions of the packages it declares, and params),
+each file's sha256 and size, and the parity figures the recipe measured. A version whose
+fingerprint and files still match is skipped, so the command is cheap to run before every
+`dev` and every test run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.recipes import load_recipe
+from models.recipes import load_recipe, recipe_sources
 from models.recipes.base import RecipeError
 from stratoserve.declaration import models_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from stratoserve.declaration import Declaration
 
 MANIFEST = "manifest.json"
 WORK_DIR = ".work"
+MODELS_EXTRA_HINT = "install the models extra: pip install -e '.[models]'"
 
 
 class BuildError(Exception):
@@ -55,8 +59,6 @@ def build_models(
         known = ", ".join(declaration.models)
         raise BuildError(f"unknown model {unknown[0]} (declared: {known})")
     root = models_dir(declaration, source)
-    manifest_path = root / MANIFEST
-    manifest = _read_manifest(manifest_path)
     outcomes = []
     for name in names or list(declaration.models):
         spec = declaration.models[name]
@@ -73,62 +75,70 @@ def build_models(
                     )
                 outcomes.append(Outcome(name, version, "no recipe"))
                 continue
-            fingerprint = _fingerprint(spec.recipe, version_spec.params)
-            recorded = manifest.get(name, {}).get(version)
-            if not force and _up_to_date(recorded, fingerprint, files):
-                outcomes.append(Outcome(name, version, "up to date", metrics=recorded["metrics"]))
-                continue
-            progress(f"{name} v{version}: building with recipe {spec.recipe}")
-            entry = _build_version(
-                name, version, spec.recipe, version_spec.params, fingerprint, files, root, progress
-            )
-            manifest.setdefault(name, {})[version] = entry
-            _write_manifest(manifest_path, manifest)
-            outcomes.append(
-                Outcome(name, version, "built", entry["build_seconds"], entry["metrics"])
-            )
+            job = _Job(name, version, spec.recipe, version_spec.params, files, root)
+            with _failures_named(name, version):
+                outcomes.append(_ensure_built(job, force, progress))
     return outcomes
 
 
-def _build_version(
-    name: str,
-    version: str,
-    recipe: str,
-    params: dict[str, Any],
-    fingerprint: str,
-    files: dict[str, Path],
-    root: Path,
-    progress: Callable[[str], None],
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Job:
+    """One model version to build with a recipe, and where its files belong."""
+
+    name: str
+    version: str
+    recipe: str
+    params: dict[str, Any]
+    files: dict[str, Path]
+    root: Path
+
+
+def _ensure_built(job: _Job, force: bool, progress: Callable[[str], None]) -> Outcome:
+    manifest_path = job.root / MANIFEST
+    # Read afresh for each version, so that a build of another model running meanwhile
+    # keeps the entries it recorded when this one writes the manifest back.
+    manifest = _read_manifest(manifest_path)
+    fingerprint = _fingerprint(job.recipe, job.params)
+    recorded = manifest.get(job.name, {}).get(job.version)
+    if not force and _up_to_date(recorded, fingerprint, job.files):
+        return Outcome(job.name, job.version, "up to date", metrics=recorded["metrics"])
+    progress(f"{job.name} v{job.version}: building with recipe {job.recipe}")
+    entry = _build_version(job, fingerprint, progress)
+    manifest = _read_manifest(manifest_path)
+    manifest.setdefault(job.name, {})[job.version] = entry
+    _write_manifest(manifest_path, manifest)
+    return Outcome(job.name, job.version, "built", entry["build_seconds"], entry["metrics"])
+
+
+def _build_version(job: _Job, fingerprint: str, progress: Callable[[str], None]) -> dict[str, Any]:
     """Run the recipe for one version, move its files where the declaration says, and
     return the version's manifest entry."""
     started = time.perf_counter()
-    out_dir = files["model.onnx"].parent
+    out_dir = job.files["model.onnx"].parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = f"{name} v{version}: "
-    try:
-        result = load_recipe(recipe).build(
-            params, out_dir, root / WORK_DIR, lambda line: progress(prefix + line)
-        )
-    except (RecipeError, ValueError) as error:
-        raise BuildError(f"{name} version {version}: {error}") from None
-    missing = sorted(set(files) - set(result.files))
+    prefix = f"{job.name} v{job.version}: "
+    result = load_recipe(job.recipe).build(
+        job.params, out_dir, job.root / WORK_DIR, lambda line: progress(prefix + line)
+    )
+    missing = sorted(set(job.files) - set(result.files))
     if missing:
-        raise BuildError(f"{name} version {version}: recipe {recipe} wrote no {missing[0]}")
-    for file, target in files.items():
+        raise BuildError(
+            f"{job.name} version {job.version}: recipe {job.recipe} wrote no {missing[0]}"
+        )
+    for file, target in job.files.items():
         if result.files[file].resolve() != target.resolve():
             result.files[file].replace(target)
     return {
-        "recipe": recipe,
-        "params": params,
+        "recipe": job.recipe,
+        "params": job.params,
         "fingerprint": fingerprint,
         "files": {
             file: {
-                "path": str(path.relative_to(root)),
+                "path": str(path.relative_to(job.root)),
                 "sha256": _sha256(path),
                 "size_bytes": path.stat().st_size,
             }
-            for file, path in files.items()
+            for file, path in job.files.items()
         },
         "metrics": result.metrics,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -136,13 +146,54 @@ def _build_version(
     }
 
 
+@contextmanager
+def _failures_named(name: str, version: str) -> Iterator[None]:
+    """Turn any failure while building one version into a one-line BuildError naming it.
+
+    A recipe's own RecipeError (or ValueError, e.g. an unknown recipe) already says what is
+    wrong; anything else (a missing package, an onnxruntime failure, a full disk) is
+    unexpected, so its type is kept in the message.
+    """
+    try:
+        yield
+    except BuildError:
+        raise
+    except (RecipeError, ValueError) as error:
+        raise BuildError(f"{name} version {version}: {_one_line(str(error))}") from None
+    except Exception as error:
+        cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        hint = f" ({MODELS_EXTRA_HINT})" if isinstance(error, ImportError) else ""
+        raise BuildError(f"{name} version {version}: {_one_line(cause)}{hint}") from None
+
+
+def _one_line(text: str) -> str:
+    # onnxruntime and protobuf errors span lines; the CLI prints a BuildError as one.
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _fingerprint(recipe: str, params: dict[str, Any]) -> str:
+    """What decides a version's artifact: the recipe's source files (see recipe_sources),
+    its params and the installed versions of the packages it declares.
+
+    Versions come from package metadata so that checking an up-to-date build never imports
+    torch or onnxruntime; a package that is not installed is recorded as such, and the
+    build then fails with the recipe's own ImportError.
+    """
+    packages = load_recipe(recipe).SOURCE_PACKAGES
     digest = hashlib.sha256()
-    spec = importlib.util.find_spec(f"models.recipes.{recipe}")
-    if spec is not None and spec.origin:
-        digest.update(Path(spec.origin).read_bytes())
-    digest.update(json.dumps([recipe, params], sort_keys=True).encode())
+    for path in recipe_sources(recipe):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    versions = {package: _installed_version(package) for package in packages}
+    digest.update(json.dumps([recipe, params, versions], sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _up_to_date(entry: dict[str, Any] | None, fingerprint: str, files: dict[str, Path]) -> bool:
@@ -171,7 +222,7 @@ def _sha256(path: Path) -> str:
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         content: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return {}
     models: dict[str, Any] = content.get("models", {})
     return models
@@ -179,6 +230,22 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _write_manifest(path: Path, models: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"models": models}, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
+    # A unique temp file beside the manifest: two builds at once never write into each
+    # other's temp file, and the rename stays on one filesystem, so it is atomic.
+    stream = tempfile.NamedTemporaryFile(  # noqa: SIM115  the with below closes it
+        "w",
+        encoding="utf-8",
+        dir=path.parent,
+        prefix=f".{path.stem}.",
+        suffix=".tmp",
+        delete=False,
+    )
+    temporary = Path(stream.name)
+    try:
+        with stream:
+            stream.write(json.dumps({"models": models}, indent=2, sort_keys=True) + "\n")
+        # NamedTemporaryFile creates it owner-only; keep the manifest readable as before.
+        temporary.chmod(0o644)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as error:
+        # A state folder that is a file, a full disk, a permission: the OS's own words.
+        errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -151,6 +155,7 @@ def _models_build(arguments: argparse.Namespace) -> int:
 
 
 def _dev(arguments: argparse.Namespace) -> int:
+    from stratoserve.local.environments import InvocationError
     from stratoserve.local.keys import BadKeyError, resolve_dev_key
     from stratoserve.local.stack import DevOptions, StackError, serve, state_dir
 
@@ -191,6 +196,10 @@ def _dev(arguments: argparse.Namespace) -> int:
         asyncio.run(serve(options, on_ready=ready))
     except StackError as error:
         raise UsageError(str(error)) from None
+    except InvocationError as error:
+        # A function that cannot start (a model that does not load, a broken import):
+        # its traceback is above, in the function's own output, as Lambda would log it.
+        raise UsageError(f"{error}; see the function's output above") from None
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from functions.api.errors import install_error_handlers
+from functions.api.errors import error_response, install_error_handlers
 from functions.api.routes import health, models, predict
 from functions.runtime.observability import logger
 
@@ -17,10 +17,17 @@ if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
 
 
-class RequestIdMiddleware:
-    """Tags each response (errors included) and each log line with the request id: API
-    Gateway's own `requestContext.requestId` when there is one, so the id a client sees
-    is the id in the gateway's and the function's logs."""
+class RequestContextMiddleware:
+    """What every request gets, errors included:
+
+    - the request id on the response and on every log line: API Gateway's own
+      `requestContext.requestId` when there is one, so the id a client sees is the id in
+      the gateway's and the function's logs;
+    - a trailing slash ignored, as API Gateway matches resources;
+    - an unexpected exception answered 500 with a fixed message, logged as JSON once, and
+      not re-raised (Starlette's outer error middleware would re-raise it to Mangum,
+      which logs a plain-text traceback and drops the request id).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,13 +40,24 @@ class RequestIdMiddleware:
         request_id = (event.get("requestContext") or {}).get("requestId") or str(uuid.uuid4())
         logger.append_keys(request_id=request_id)
         header = (b"x-request-id", request_id.encode())
+        if len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"].rstrip("/") or "/"}
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+            if not started:
+                response = error_response(500, "Internal server error")
+                await response(scope, receive, send_with_id)
 
 
 def create_app(declaration: Declaration) -> FastAPI:
@@ -48,10 +66,13 @@ def create_app(declaration: Declaration) -> FastAPI:
         title=declaration.project.name,
         summary="AI inference API: predict with declared ONNX models.",
         version="1",
+        # A redirect would point at the function's own view of the URL (no stage prefix,
+        # wrong scheme); the middleware drops trailing slashes instead.
+        redirect_slashes=False,
     )
     app.include_router(health.router)
     app.include_router(models.router(declaration))
     app.include_router(predict.router(declaration))
     install_error_handlers(app, declaration)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     return app

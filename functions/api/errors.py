@@ -1,5 +1,5 @@
-"""Every error leaves as JSON `{"message": ...}` with a 4xx that says what is wrong; an
-unexpected failure is a 500 with a fixed message, never a stack trace."""
+"""Every error leaves as JSON `{"message": ...}` with a 4xx that says what is wrong (an
+unexpected failure becomes a fixed 500 in `functions.api.app.RequestContextMiddleware`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from functions.api.responses import JSONResponse
-from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -67,13 +66,7 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     return error_response(422, f"{where}: {first['msg']}")
 
 
-async def _unexpected(_: Request, error: Exception) -> JSONResponse:
-    logger.exception("unhandled error", extra={"error_type": type(error).__name__})
-    return error_response(500, "Internal server error")
-
-
 def install_error_handlers(app: FastAPI, declaration: Declaration) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error_handler(declaration))
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)

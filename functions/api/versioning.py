@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import datetime as dt
 
+    from starlette.requests import Request
+
     from stratoserve.declaration import Declaration
 
 
@@ -17,11 +19,29 @@ def _epoch(day: dt.date) -> int:
     return calendar.timegm(day.timetuple())
 
 
+def public_prefix(request: Request) -> str:
+    """What precedes the API's own paths in the URL the client called: "/prod" on an
+    execute-api URL (API Gateway puts the stage in `requestContext.path`), "" behind a
+    custom domain or the local gateway."""
+    event = request.scope.get("aws.event") or {}
+    seen = (event.get("requestContext") or {}).get("path") or ""
+    path = event.get("path") or ""
+    if path and seen.endswith(path):
+        return seen[: len(seen) - len(path)]
+    return ""
+
+
 def lifecycle(
-    declaration: Declaration, api_version: str, path: str
+    declaration: Declaration,
+    api_version: str,
+    path: str,
+    *,
+    prefix: str = "",
+    model: str | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Headers and a body field for `path` (the request path) under `api_version`; both
-    empty unless the version is deprecated."""
+    """Headers and a body field for `path` under `api_version`; both empty unless the
+    version is deprecated. The successor link is given only where the successor serves
+    the same model."""
     spec = declaration.api.get(api_version)
     if spec is None or spec.deprecated is None:
         return {}, {}
@@ -31,8 +51,8 @@ def lifecycle(
         headers["sunset"] = formatdate(_epoch(spec.sunset), usegmt=True)
         body["sunset"] = spec.sunset.isoformat()
     successor = declaration.successor_of(api_version)
-    if successor is not None:
-        successor_path = "/" + successor + path.removeprefix("/" + api_version)
+    if successor is not None and (model is None or model in declaration.api[successor].models):
+        successor_path = prefix + "/" + successor + path.removeprefix("/" + api_version)
         headers["link"] = f'<{successor_path}>; rel="successor-version"'
         body["successor_version"] = successor
         body["successor_url"] = successor_path

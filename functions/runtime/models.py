@@ -101,20 +101,30 @@ def load_model(
         runner = Classifier(session)
     else:
         assert version.tokenizer is not None  # the loader guarantees it for embed models
-        runner = Embedder(session, _tokenizer(models_dir / version.tokenizer, spec.max_tokens))
+        runner = Embedder(session, _tokenizer(models_dir / version.tokenizer))
     load_ms = (time.perf_counter() - started) * 1000
     return LoadedModel(key=key, runner=runner, size_bytes=artifact.stat().st_size, load_ms=load_ms)
 
 
-def _tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+# For a tokenizer.json that brings no truncation of its own: BERT-family position tables
+# hold 512 tokens, and a longer input would fail inside the graph.
+DEFAULT_MAX_TOKENS = 512
+
+
+def _tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer as built (the recipe sets truncation and padding), with batch padding
+    and a truncation limit added only where a bring-your-own file has none."""
     if not path.is_file():
         raise ModelUnavailableError(f"tokenizer {path} not found; run `stratoserve models build`")
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.enable_truncation(max_length=max_tokens)
-    # Pad to the longest text of the batch, never to a fixed length: short requests stay cheap.
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    if tokenizer.truncation is None:
+        tokenizer.enable_truncation(max_length=DEFAULT_MAX_TOKENS)
+    if tokenizer.padding is None or tokenizer.padding.get("length") is not None:
+        # Pad to the longest text of the batch, never to a fixed length.
+        pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad_token) or 0, pad_token=pad_token)
     return tokenizer
 
 
@@ -138,7 +148,13 @@ class Classifier:
                 raise InputError(
                     f"inputs[{index}]: expected {self.features} numbers, got {len(row)}"
                 )
-        return np.asarray(inputs, dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow is checked just below, per row
+            rows = np.asarray(inputs, dtype=np.float32)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            index = int(np.argmin(finite))
+            raise InputError(f"inputs[{index}]: a value is too large for float32 (max 3.4e38)")
+        return rows
 
     def run(self, checked: np.ndarray) -> list[dict[str, Any]]:
         labels, probabilities = self._session.run(None, {self._input_name: checked})

@@ -24,6 +24,7 @@ def is_warmup(event: Any) -> bool:
 
 def answer_warmup(environment: ExecutionEnvironment, cold_start: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    before = set(environment.cache.loaded())
     # Touch every served model: reloads any the cache evicted since the last request.
     loaded = environment.cache.preload(environment.served_keys())
     return {
@@ -31,5 +32,6 @@ def answer_warmup(environment: ExecutionEnvironment, cold_start: bool) -> dict[s
         "function": environment.function_name,
         "cold_start": cold_start,
         "models": [str(model.key) for model in loaded],
+        "loaded_now": [str(model.key) for model in loaded if model.key not in before],
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
     }

@@ -1,10 +1,12 @@
 """Shared contract between the recipe modules and the orchestrator that runs them.
 
-A recipe is a module exposing a module-level ``build`` function (see :class:`Recipe`).
-The orchestrator fingerprints the recipe module's source file together with the
-version's params to decide when an artifact must be rebuilt, so recipes declare no
-fingerprint of their own. Intermediates a recipe caches under ``work_dir`` are keyed
-by the recipe itself on the content of its sources.
+A recipe is a module exposing a module-level ``build`` function and a ``SOURCE_PACKAGES``
+tuple (see :class:`Recipe`). The orchestrator fingerprints the recipe's source files (its
+module, helper modules named after it such as ``minilm_parity.py``, and this file), the
+installed versions of its ``SOURCE_PACKAGES`` and the version's params to decide when an
+artifact must be rebuilt, so recipes declare no fingerprint of their own. Intermediates
+a recipe caches under ``work_dir`` are keyed by the recipe itself on the content of its
+sources.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class RecipeResult:
 
 class Recipe(Protocol):
     """Structural type satisfied by every recipe module (modules can implement protocols)."""
+
+    SOURCE_PACKAGES: tuple[str, ...]
+    """Distributions (as pip names them) whose versions shape the artifact; read through
+    package metadata, so listing one costs no import."""
 
     def build(
         self,

@@ -2,8 +2,8 @@
 
 Graph contract: input ``input`` float32 [batch, 64] of raw pixel values 0..16;
 outputs ``label`` int64 [batch] and ``probabilities`` float32 [batch, 10].
-The orchestrator fingerprints this file plus params; the data set ships inside
-scikit-learn, so there is no other source to key on.
+The orchestrator fingerprints this file, params and the SOURCE_PACKAGES versions; the
+data set ships inside scikit-learn, so its version covers the data too.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from models.recipes.base import ProgressFn
 
+SOURCE_PACKAGES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
 ALLOWED_PARAMS = frozenset({"classifier", "seed"})
 CLASSIFIERS = ("logistic_regression",)
 TEST_SIZE = 0.25

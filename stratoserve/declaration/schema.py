@@ -54,7 +54,6 @@ class ModelSpec(Strict):
     recipe: str | None = None
     """Builds the artifacts; leave it out to bring your own ONNX file."""
     description: str = ""
-    max_tokens: Annotated[int, Field(ge=8, le=8192)] = 256
     versions: dict[VersionKey, ModelVersionSpec] = Field(min_length=1)
 
 

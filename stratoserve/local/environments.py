@@ -28,12 +28,36 @@ if TYPE_CHECKING:
 INIT_TIMEOUT_S = 120.0
 
 
+# What a Lambda execution environment inherits: its own variables, not the developer's
+# shell (no AWS credentials, no dev API key). Locale, paths and the interpreter's set-up
+# pass through so the same Python runs; POWERTOOLS_* lets a developer turn up log levels.
+_INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONHASHSEED",
+    }
+)
+_INHERITED_PREFIXES = ("POWERTOOLS_", "OPENBLAS_", "OMP_", "LD_")
+
+
 class InvocationError(Exception):
     """The function did not return a result: it raised, crashed, or timed out."""
 
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class NeverDelivered(InvocationError):
+    """The environment was gone before the event reached it: safe to send elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -64,18 +88,36 @@ class LocalEnvironment:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.init_ms: float | None = None
-        self.invocations = 0
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        # The pipe's end-of-file is seen before the child is reaped: check both.
+        return (
+            self._process is not None
+            and self._process.returncode is None
+            and self._reader is not None
+            and not self._reader.at_eof()
+        )
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # Init failed or was cancelled: never leave the process behind.
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         to_child_read, to_child_write = os.pipe()
         from_child_read, from_child_write = os.pipe()
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name in _INHERITED or name.startswith(_INHERITED_PREFIXES)
+        }
         env = {
-            **os.environ,
+            **inherited,
             **self.config.environment,
             "_HANDLER": self.config.handler,
             "AWS_LAMBDA_FUNCTION_NAME": self.config.name,
@@ -106,10 +148,8 @@ class LocalEnvironment:
         try:
             ready = await asyncio.wait_for(self._read_frame(), INIT_TIMEOUT_S)
         except (TimeoutError, InvocationError) as error:
-            await self.stop()
             raise InvocationError(f"{self.config.name}: init failed: {error}") from None
         if "init_error" in ready:
-            await self.stop()
             failure = ready["init_error"]
             raise InvocationError(
                 f"{self.config.name}: init failed: {failure['errorType']}: "
@@ -119,11 +159,21 @@ class LocalEnvironment:
 
     async def invoke(self, event: Any, request_id: str) -> Any:
         assert self._writer is not None
+        if not self.alive:
+            raise NeverDelivered(f"{self.config.name}: the environment had exited")
         deadline_ms = int((time.time() + self.config.timeout_s) * 1000)
         frame = {"event": event, "request_id": request_id, "deadline_ms": deadline_ms}
-        self._writer.write(encode(frame))
         try:
+            self._writer.write(encode(frame))
             await self._writer.drain()
+            await self._read_frame()  # the receipt
+        except (ConnectionError, InvocationError):
+            await self.stop()
+            raise NeverDelivered(f"{self.config.name}: the environment had exited") from None
+        except BaseException:
+            await self.stop()
+            raise
+        try:
             reply = await asyncio.wait_for(self._read_frame(), self.config.timeout_s)
         except TimeoutError:
             await self.stop()
@@ -131,10 +181,13 @@ class LocalEnvironment:
                 f"{self.config.name}: task timed out after {self.config.timeout_s} s",
                 timed_out=True,
             ) from None
-        except (ConnectionError, InvocationError):
+        except InvocationError:
             await self.stop()
             raise InvocationError(f"{self.config.name}: the environment exited") from None
-        self.invocations += 1
+        except BaseException:
+            # Cancelled mid-invocation: its reply would reach the next caller. Discard it.
+            await self.stop()
+            raise
         if "error" in reply:
             raise InvocationError(
                 f"{self.config.name}: {reply['error']['errorType']}: "
@@ -180,24 +233,32 @@ class FunctionPool:
     async def invoke(self, event: Any) -> Invocation:
         request_id = str(uuid.uuid4())
         async with self._slots:
-            environment = self._take_idle()
-            cold = environment is None
-            if environment is None:
-                environment = await self._start()
-            started = time.perf_counter()
             try:
-                result = await environment.invoke(event, request_id)
-            finally:
-                if environment.alive:
-                    self._idle.append(environment)
-                else:
-                    self._all.discard(environment)
-            return Invocation(
-                result=result,
-                cold_start=cold,
-                init_ms=environment.init_ms if cold else None,
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
+                return await self._invoke_once(event, request_id)
+            except NeverDelivered:
+                # The idle environment died before the event reached it (killed, out of
+                # memory): Lambda would have routed the event elsewhere, so do the same.
+                return await self._invoke_once(event, request_id)
+
+    async def _invoke_once(self, event: Any, request_id: str) -> Invocation:
+        environment = self._take_idle()
+        cold = environment is None
+        if environment is None:
+            environment = await self._start()
+        started = time.perf_counter()
+        try:
+            result = await environment.invoke(event, request_id)
+        finally:
+            if environment.alive:
+                self._idle.append(environment)
+            else:
+                self._all.discard(environment)
+        return Invocation(
+            result=result,
+            cold_start=cold,
+            init_ms=environment.init_ms if cold else None,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
 
     def _take_idle(self) -> LocalEnvironment | None:
         # An environment that died while idle (killed, out of memory) is simply gone, as

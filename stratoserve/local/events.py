@@ -61,7 +61,9 @@ def rest_proxy_event(
             "httpMethod": method,
             "extendedRequestId": uuid.uuid4().hex[:16],
             "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "path": f"/{stage}{path}",
+            # The path as the client sent it, as behind a custom domain: the local URL
+            # carries no stage prefix (execute-api URLs put "/{stage}" here).
+            "path": path,
             "accountId": LOCAL_ACCOUNT,
             "protocol": "HTTP/1.1",
             "stage": stage,

@@ -7,6 +7,7 @@ same event, as on AWS. Its own refusals are API Gateway's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -50,11 +51,13 @@ class Gateway:
         keys: KeyStore,
         pools: dict[str, FunctionPool],
         stage: str = "local",
+        integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
     ) -> None:
         self.routes = routes
         self.keys = keys
         self.pools = pools
         self.stage = stage
+        self.integration_timeout_s = integration_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -64,7 +67,10 @@ class Gateway:
             return
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        status, headers, body, function = await self._handle(scope, receive, request_id)
+        try:
+            status, headers, body, function = await self._handle(scope, receive, request_id)
+        except ClientGone:
+            return
         headers.append(("x-amzn-RequestId", request_id))
         headers.append(("content-length", str(len(body))))
         await send(
@@ -124,16 +130,18 @@ class Gateway:
         )
         function = match.route.function
         try:
-            invocation = await self.pools[function].invoke(event)
+            # API Gateway stops waiting after 29 s, whatever the function's own timeout,
+            # and that includes any wait for a free environment and its cold start.
+            invocation = await asyncio.wait_for(
+                self.pools[function].invoke(event), self.integration_timeout_s
+            )
             response = http_response(invocation.result)
+        except TimeoutError:
+            access_log.error("%s: no answer within %g s", function, self.integration_timeout_s)
+            return (*_refusal(TIMED_OUT), function)
         except InvocationError as error:
             access_log.error("%s", error)
-            refusal = (
-                TIMED_OUT
-                if error.timed_out and self._timeout_s(function) >= INTEGRATION_TIMEOUT_S
-                else INTERNAL_ERROR
-            )
-            return (*_refusal(refusal), function)
+            return (*_refusal(INTERNAL_ERROR), function)
         except BadProxyResult as error:
             access_log.error("%s: malformed Lambda proxy response: %s", function, error)
             return (*_refusal(INTERNAL_ERROR), function)
@@ -144,13 +152,14 @@ class Gateway:
         )
         return response.status, list(response.headers), response.body, label
 
-    def _timeout_s(self, function: str) -> int:
-        return self.pools[function].config.timeout_s
-
 
 def _refusal(refusal: tuple[int, bytes, str]) -> tuple[int, list[tuple[str, str]], bytes]:
     status, body, error_type = refusal
     return status, [("content-type", "application/json"), ("x-amzn-ErrorType", error_type)], body
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was complete: nothing to invoke."""
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -159,6 +168,8 @@ async def _read_body(receive: Receive) -> bytes | None:
     more = True
     while more:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 PIPES_ENV = "STRATOSERVE_RUNTIME_PIPES"
+RECEIVED = encode({"received": True})
 
 
 class LocalLambdaContext:
@@ -73,6 +74,9 @@ def main() -> int:
             return 1
         replies.write(encode({"ready": True, "init_ms": (time.perf_counter() - started) * 1000}))
         while (frame := _read_frame(events)) is not None:
+            # Receipt first: an environment that dies before this was never sent the event,
+            # and the gateway may give it to another one, as Lambda would.
+            replies.write(RECEIVED)
             context = LocalLambdaContext(frame["request_id"], frame["deadline_ms"])
             try:
                 reply = {"result": handler(frame["event"], context)}

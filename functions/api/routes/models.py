@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from functions.api.dependencies import EnvironmentDep
 from functions.api.responses import JSONResponse
-from functions.api.versioning import lifecycle
+from functions.api.versioning import lifecycle, public_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -32,17 +32,18 @@ def router(declaration: Declaration) -> APIRouter:
 def _endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
     async def list_models(request: Request, environment: EnvironmentDep) -> JSONResponse:
         declaration = environment.declaration
+        prefix = public_prefix(request)
         models = [
             {
                 "name": name,
                 "task": declaration.models[name].task,
                 "version": version,
                 "description": declaration.models[name].description,
-                "predict_url": f"/{api_version}/predict/{name}",
+                "predict_url": f"{prefix}/{api_version}/predict/{name}",
             }
             for name, version in declaration.api[api_version].models.items()
         ]
-        headers, deprecation = lifecycle(declaration, api_version, request.url.path)
+        headers, deprecation = lifecycle(declaration, api_version, request.url.path, prefix=prefix)
         body: dict[str, Any] = {"api_version": api_version, "models": models}
         if deprecation:
             body["deprecation"] = deprecation

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from functions.api.dependencies import EnvironmentDep
 from functions.api.errors import ApiError
 from functions.api.responses import JSONResponse
-from functions.api.versioning import lifecycle
+from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
 from functions.runtime.models import InputError
 from functions.runtime.observability import logger
@@ -94,7 +94,13 @@ async def predict(
             "model_ms": round(model_ms, 3),
         },
     )
-    headers, deprecation = lifecycle(environment.declaration, api_version, request.url.path)
+    headers, deprecation = lifecycle(
+        environment.declaration,
+        api_version,
+        request.url.path,
+        prefix=public_prefix(request),
+        model=model,
+    )
     body: dict[str, Any] = {
         "outputs": outputs,
         "model": {"name": key.name, "version": key.version},

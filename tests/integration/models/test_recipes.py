@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -300,9 +301,27 @@ def test_ort_fallback_optimiser_yields_equivalent_graph(
 def test_failed_parity_leaves_no_artifact(
     fp32: Build, work_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.recipes import minilm
+    from models.recipes import minilm_parity
 
-    monkeypatch.setitem(minilm.MIN_COSINE, "fp32", 1.01)  # unreachable: the check must fail
+    monkeypatch.setitem(minilm_parity.MIN_COSINE, "fp32", 1.01)  # unreachable: the check must fail
     with pytest.raises(RecipeError, match="cosine"):
         _build("minilm", {"precision": "fp32"}, tmp_path, work_dir)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_drops_only_the_preprocessing_advice(
+    fp32: Build, work_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from models.recipes import minilm
+
+    root = logging.getLogger()
+    filters = list(root.filters)
+    (optimised,) = work_dir.glob("minilm/*/optimised.onnx")
+    with caplog.at_level(logging.WARNING):
+        minilm._quantize(optimised, tmp_path / "int8.onnx")
+        logging.warning("%s: logged after quantizing", minilm.PREPROCESS_ADVICE)
+    assert (tmp_path / "int8.onnx").stat().st_size > 0
+    assert root.filters == filters
+    # Only the line logged after the call remains: the filter was there during it alone.
+    advice = [r.getMessage() for r in caplog.records if minilm.PREPROCESS_ADVICE in r.getMessage()]
+    assert advice == [f"{minilm.PREPROCESS_ADVICE}: logged after quantizing"]

@@ -82,7 +82,8 @@ def test_a_deprecated_version_says_so_and_points_at_its_successor(invoke: Any) -
 
     assert headers["deprecation"] == "@1790812800"  # 2026-10-01T00:00:00Z, RFC 9745
     assert headers["sunset"] == "Wed, 30 Jun 2027 00:00:00 GMT"  # RFC 8594 HTTP-date
-    assert headers["link"] == '</v2/predict/embed>; rel="successor-version"'
+    # The SAM sample is an execute-api call: its stage prefix stays in the link.
+    assert headers["link"] == '</prod/v2/predict/embed>; rel="successor-version"'
     assert body["deprecation"]["successor_version"] == "v2"
 
     _, current_headers, current = invoke(
@@ -157,7 +158,7 @@ def test_models_lists_what_the_version_serves(invoke: Any) -> None:
 
     _, old_headers, old = invoke("api", rest_event("GET", "/v1/models"))
     assert {(m["name"], m["version"]) for m in old["models"]} == {("digits", "1"), ("embed", "1")}
-    assert old_headers["link"] == '</v2/models>; rel="successor-version"'
+    assert old_headers["link"] == '</prod/v2/models>; rel="successor-version"'
 
 
 def test_health_answers_without_models(invoke: Any) -> None:
@@ -165,3 +166,72 @@ def test_health_answers_without_models(invoke: Any) -> None:
 
     assert status == 200
     assert body == {"status": "ok", "function": "api", "models_loaded": []}
+
+
+def test_a_number_too_large_for_float32_is_422_not_a_null(invoke: Any) -> None:
+    row = [1e39] + [0] * 63
+
+    status, _, body = invoke("digits", rest_event("POST", "/v1/predict/digits", {"inputs": [row]}))
+
+    assert status == 422
+    assert "inputs[0]: a value is too large for float32" in body["message"]
+
+
+def test_a_trailing_slash_reaches_the_same_route(invoke: Any) -> None:
+    status, headers, body = invoke(
+        "embed", rest_event("POST", "/v2/predict/embed/", {"inputs": ["x"]})
+    )
+
+    assert status == 200
+    assert headers["x-model-version"] == "2"
+    assert body["model"]["name"] == "embed"
+
+
+def test_links_follow_the_url_the_client_called(invoke: Any) -> None:
+    execute_api = rest_event("GET", "/v2/models")  # requestContext.path "/prod/v2/models"
+    _, _, models = invoke("api", execute_api)
+    assert {m["predict_url"] for m in models["models"]} == {
+        "/prod/v2/predict/digits",
+        "/prod/v2/predict/embed",
+    }
+
+    custom_domain = rest_event("POST", "/v1/predict/embed", {"inputs": ["x"]})
+    custom_domain["requestContext"]["path"] = "/v1/predict/embed"
+    _, headers, body = invoke("embed", custom_domain)
+    assert headers["link"] == '</v2/predict/embed>; rel="successor-version"'
+    assert body["deprecation"]["successor_url"] == "/v2/predict/embed"
+
+
+def test_an_unexpected_failure_is_a_plain_500_with_the_request_id(
+    declaration: Any, built_models: Any, tmp_path: Any
+) -> None:
+    # A real misdeclaration: MiniLM's graph declared as a classifier fails inside
+    # onnxruntime at run time (it wants int64 token ids, gets float32 rows).
+    from mangum import Mangum
+
+    from functions.api.app import create_app
+    from functions.api.dependencies import current_environment
+    from functions.runtime.environment import ExecutionEnvironment
+    from stratoserve.declaration import load_declaration
+
+    broken = tmp_path / "stratoserve.toml"
+    broken.write_text(
+        f'[project]\nmodels_dir = "{built_models}"\n'
+        '[models.digits]\ntask = "classify"\n'
+        '[models.digits.versions.1]\nartifact = "embed/2/model.onnx"\n'
+        '[api.v1]\nmodels = { digits = "1" }\n'
+    )
+    environment = ExecutionEnvironment(load_declaration(broken), broken, "digits")
+    app = create_app(environment.declaration)
+
+    async def provide() -> ExecutionEnvironment:
+        return environment
+
+    app.dependency_overrides[current_environment] = provide
+    event = rest_event("POST", "/v1/predict/digits", {"inputs": [[1.0, 2.0]]})
+
+    result = Mangum(app, lifespan="off")(event, None)  # type: ignore[arg-type]
+
+    assert result["statusCode"] == 500
+    assert json.loads(result["body"]) == {"message": "Internal server error"}
+    assert result["headers"]["x-request-id"] == event["requestContext"]["requestId"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -30,3 +31,24 @@ def raise_error(event: Any, context: Any) -> None:
 def sleep(event: Any, context: Any) -> dict[str, Any]:
     time.sleep(float(event["seconds"]))
     return {"slept": event["seconds"], "pid": INIT_PID}
+
+
+def proxy_echo(event: Any, context: Any) -> dict[str, Any]:
+    """Answers like a Lambda behind API Gateway: the event it saw, as the body."""
+    body = {
+        "path": event["path"],
+        "resource": event["resource"],
+        "body": event["body"],
+        "api_key_id": event["requestContext"]["identity"]["apiKeyId"],
+        "request_id": event["requestContext"]["requestId"],
+    }
+    return {
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(body),
+    }
+
+
+def proxy_slow(event: Any, context: Any) -> dict[str, Any]:
+    time.sleep(5)
+    return {"statusCode": 200, "body": "late"}

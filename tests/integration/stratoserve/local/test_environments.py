@@ -4,6 +4,8 @@ after a crash or a timeout, and never more than the function's concurrency."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -126,3 +128,38 @@ def test_a_handler_that_cannot_be_imported_fails_init_with_the_reason() -> None:
 
     with pytest.raises(InvocationError, match="init failed: AttributeError"):
         _run(scenario())
+
+
+def test_a_cancelled_invocation_never_hands_its_answer_to_the_next_caller() -> None:
+    async def scenario() -> Any:
+        pool = _pool("sleep", max_environments=1)
+        try:
+            first = asyncio.create_task(pool.invoke({"seconds": 1}))
+            await asyncio.sleep(0.3)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            return await pool.invoke({"seconds": 0})
+        finally:
+            await pool.close()
+
+    after = _run(scenario())
+
+    assert after.result["slept"] == 0
+    assert after.cold_start, "the cancelled environment was discarded, not reused"
+
+
+def test_an_environment_killed_while_idle_is_replaced_without_an_error() -> None:
+    async def scenario() -> tuple[Any, Any]:
+        pool = _pool("echo", max_environments=1)
+        try:
+            first = await pool.invoke({})
+            os.kill(first.result["pid"], signal.SIGKILL)
+            return first, await pool.invoke({})
+        finally:
+            await pool.close()
+
+    first, second = _run(scenario())
+
+    assert second.result["pid"] != first.result["pid"]
+    assert second.cold_start

@@ -158,3 +158,53 @@ def test_importing_the_loader_stays_light() -> None:
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_function_names_and_artifacts_cannot_collide(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        """
+        [models.digits]
+        task = "classify"
+        [models.digits.versions.1]
+        artifact = "shared.onnx"
+        [models.digits.versions.2]
+        artifact = "shared.onnx"
+        [models.api]
+        task = "classify"
+        [models.api.versions.1]
+        artifact = "api.onnx"
+        [models.other]
+        task = "classify"
+        [models.other.versions.1]
+        artifact = "other.onnx"
+        [api.v1]
+        models = { digits = "1" }
+        [functions.digits]
+        models = ["other"]
+        """,
+    )
+
+    assert problems == [
+        "models.digits: no function serves it and functions.digits serves other models; "
+        "add digits to a function's models",
+        "models.api: the name api is reserved for the api function",
+        "models.digits.versions.2.artifact: shared.onnx is also "
+        "models.digits.versions.1.artifact; give each its own",
+    ]
+
+
+def test_an_unreadable_declaration_is_one_line(tmp_path: Path) -> None:
+    (problem,) = _problems_of(tmp_path)
+    assert problem.startswith("cannot read it: ")
+
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[models]")
+    with pytest.raises(DeclarationError, match="not valid TOML"):
+        load_declaration(binary)
+
+
+def _problems_of(path: Path) -> list[str]:
+    with pytest.raises(DeclarationError) as caught:
+        load_declaration(path)
+    return caught.value.problems

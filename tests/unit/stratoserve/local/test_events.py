@@ -48,7 +48,8 @@ def test_event_carries_identity_headers_query_and_body() -> None:
     assert identity["apiKeyId"] == "abc123defg"
     assert identity["sourceIp"] == "127.0.0.1"
     assert event["requestContext"]["requestId"] == "req-1"
-    assert event["requestContext"]["path"] == "/local/v1/predict/digits"
+    assert event["requestContext"]["path"] == "/v1/predict/digits"
+    assert event["requestContext"]["stage"] == "local"
     assert event["headers"]["accept"] == "b"
     assert event["multiValueHeaders"]["accept"] == ["a", "b"]
     assert event["queryStringParameters"] == {"a": "2", "b": ""}
