@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.recipes import load_recipe, recipe_sources
-from models.recipes.base import RecipeError
+from models.recipes.base import RecipeError, file_sha256
 from stratoserve.declaration import models_dir
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _build_version(job: _Job, fingerprint: str, progress: Callable[[str], None])
         "files": {
             file: {
                 "path": str(path.relative_to(job.root)),
-                "sha256": _sha256(path),
+                "sha256": file_sha256(path),
                 "size_bytes": path.stat().st_size,
             }
             for file, path in job.files.items()
@@ -206,17 +206,9 @@ def _up_to_date(entry: dict[str, Any] | None, fingerprint: str, files: dict[str,
         # Size first: a cheap check that catches most edits before hashing 90 MB.
         if path.stat().st_size != recorded[file]["size_bytes"]:
             return False
-        if _sha256(path) != recorded[file]["sha256"]:
+        if file_sha256(path) != recorded[file]["sha256"]:
             return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

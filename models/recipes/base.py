@@ -11,6 +11,7 @@ sources.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -87,3 +88,12 @@ def atomic_target(target: Path) -> Iterator[Path]:
         temp.replace(target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (artifacts run to ~90 MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

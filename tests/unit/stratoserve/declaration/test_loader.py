@@ -28,9 +28,7 @@ models = { digits = "1" }
 def _problems(tmp_path: Path, text: str) -> list[str]:
     path = tmp_path / "stratoserve.toml"
     path.write_text(textwrap.dedent(text))
-    with pytest.raises(DeclarationError) as caught:
-        load_declaration(path)
-    return caught.value.problems
+    return _problems_of(path)
 
 
 def test_the_shipped_declaration_loads() -> None:
