@@ -36,6 +36,7 @@ lint: install
 bench: models ## benchmarks; results land in docs/bench/
 	$(BIN)/python bench/warm_latency.py
 	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/gateway_throughput.py
 
 clean:
 	rm -rf build .stratoserve

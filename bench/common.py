@@ -66,10 +66,13 @@ def write_table() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         for ratio in result.get("ratios", []):
-            verdict = "met" if ratio["ratio"] <= ratio["target"] else "missed"
+            higher = ratio.get("higher_is_better", False)
+            met = ratio["ratio"] >= ratio["target"] if higher else ratio["ratio"] <= ratio["target"]
+            verdict = "met" if met else "missed"
+            bound = ">=" if higher else "<="
             rows.append(
                 f"| {ratio['name']} | {ratio['framework']} | {ratio['baseline']} | "
-                f"**{ratio['ratio']:.2f}x** | <= {ratio['target']}x ({verdict}) | "
+                f"**{ratio['ratio']:.2f}x** | {bound} {ratio['target']}x ({verdict}) | "
                 f"`{result['command']}` |"
             )
     facts = (

@@ -10,10 +10,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.table import Table
 
 from stratoserve import __version__
 from stratoserve.declaration import DeclarationError, default_path, load_declaration
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from stratoserve.declaration import Declaration
+    from stratoserve.keys import KeyService, LocalKeyStore
 
 console = Console()
 errors = Console(stderr=True)
@@ -93,7 +96,50 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("names", nargs="*", metavar="NAME", help="models to build (default: all)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.set_defaults(command=_models_build)
+    _keys_parser(commands)
     return parser
+
+
+def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="tenants' API keys on usage plans, locally or on AWS",
+        description="Create, list and revoke tenants' API keys with API Gateway's own API: "
+        "against the running `stratoserve dev` (--target local, the default while it runs) "
+        "or a deployed stack (--target aws).",
+    )
+    keys.set_defaults(command=_help(keys))
+    actions = keys.add_subparsers(title="commands", metavar="COMMAND")
+    create = actions.add_parser("create", help="a key for a tenant on a plan (shown once)")
+    create.add_argument("--tenant", required=True, type=_tenant_name)
+    create.add_argument("--plan", required=True)
+    create.set_defaults(command=_keys_create)
+    listing = actions.add_parser("list", help="every tenant's keys (never their values)")
+    listing.set_defaults(command=_keys_list)
+    revoke = actions.add_parser("revoke", help="disable a tenant's key: refused at once")
+    revoke.add_argument("--tenant", required=True, type=_tenant_name)
+    revoke.set_defaults(command=_keys_revoke)
+    usage = actions.add_parser(
+        "usage", help="requests, model compute time and quota use per tenant (local stack)"
+    )
+    usage.add_argument("--tenant", type=_tenant_name)
+    usage.set_defaults(command=_keys_usage)
+    for action in (create, listing, revoke, usage):
+        _config_option(action)
+        action.add_argument(
+            "--target",
+            choices=["local", "aws"],
+            default=None,
+            help="local: the running `stratoserve dev` (default); aws: the deployed stack, "
+            "with your AWS credentials",
+        )
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _tenant_name(value: str) -> str:
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        raise argparse.ArgumentTypeError("a tenant is 1-64 letters, digits, '-', '_' or '.'")
+    return value
 
 
 def _help(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -200,6 +246,114 @@ def _dev(arguments: argparse.Namespace) -> int:
         # A function that cannot start (a model that does not load, a broken import):
         # its traceback is above, in the function's own output, as Lambda would log it.
         raise UsageError(f"{error}; see the function's output above") from None
+    return 0
+
+
+def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeyStore | None]:
+    """The key service for the chosen target, and the local key store when local."""
+    from stratoserve.keys import KeyService, LocalKeyStore
+    from stratoserve.local.stack import running_stack, state_dir
+
+    source = (arguments.config or default_path()).resolve()
+    declaration = load_declaration(source)
+    if arguments.target == "aws":
+        import boto3
+
+        client = boto3.client("apigateway")
+        return KeyService(client, project=declaration.project.name), None
+    state = state_dir(source.parent)
+    stack = running_stack(state)
+    if stack is None:
+        raise UsageError(
+            "no local stack is running: start `stratoserve dev` first, or pass --target aws"
+        )
+    from stratoserve.local.aws import client
+
+    service = KeyService(client("apigateway", stack["aws_url"]), project=declaration.project.name)
+    return service, LocalKeyStore(state)
+
+
+def _keys_create(arguments: argparse.Namespace) -> int:
+    from stratoserve.keys import KeysError
+
+    service, store = _key_service(arguments)
+    try:
+        issued = service.create(arguments.tenant, arguments.plan)
+    except KeysError as error:
+        raise UsageError(str(error)) from None
+    if store is not None:
+        store.add(issued)  # kept across restarts; the gateway reloads its keys from it
+    if arguments.json:
+        console.print_json(data=asdict(issued))
+    else:
+        console.print(
+            f"created key {issued.key_id} for tenant {issued.tenant} on plan {issued.plan}\n"
+            f"  key (shown once): [bold]{issued.key}[/]",
+            highlight=False,
+        )
+    return 0
+
+
+def _keys_list(arguments: argparse.Namespace) -> int:
+    service, _ = _key_service(arguments)
+    keys = service.keys()
+    if arguments.json:
+        console.print_json(data=[asdict(key) for key in keys])
+        return 0
+    table = Table("tenant", "plan", "key id", "state", "created")
+    for key in keys:
+        table.add_row(
+            key.tenant, key.plan, key.key_id, "active" if key.enabled else "revoked", key.created
+        )
+    console.print(table)
+    return 0
+
+
+def _keys_revoke(arguments: argparse.Namespace) -> int:
+    from stratoserve.keys import KeysError
+
+    service, store = _key_service(arguments)
+    try:
+        revoked = service.revoke(arguments.tenant)
+    except KeysError as error:
+        raise UsageError(str(error)) from None
+    if store is not None:
+        store.disable(arguments.tenant)
+    if arguments.json:
+        console.print_json(data={"tenant": arguments.tenant, "revoked": revoked})
+    else:
+        console.print(f"revoked {', '.join(revoked)} of tenant {arguments.tenant}", highlight=False)
+    return 0
+
+
+def _keys_usage(arguments: argparse.Namespace) -> int:
+    if arguments.target == "aws":
+        raise UsageError(
+            "usage per tenant is metered by the local stack; on AWS it comes with the "
+            "deployed stack's metrics (not built yet)"
+        )
+    from stratoserve.local.metering import UsageFile
+    from stratoserve.local.stack import state_dir
+
+    source = (arguments.config or default_path()).resolve()
+    load_declaration(source)
+    tenants = UsageFile(state_dir(source.parent)).load().get("tenants", {})
+    if arguments.tenant:
+        tenants = {name: figures for name, figures in tenants.items() if name == arguments.tenant}
+    if arguments.json:
+        console.print_json(data=tenants)
+        return 0
+    table = Table("tenant", "requests", "model ms", "quota used", "resets at")
+    for name, figures in sorted(tenants.items()):
+        quota = figures.get("quota")
+        table.add_row(
+            name,
+            str(int(figures["requests"])),
+            f"{figures['model_ms']:.1f}",
+            f"{quota['used']} / {quota['limit']} a {quota['period'].lower()}" if quota else "-",
+            quota["resets_at"] if quota else "-",
+        )
+    console.print(table)
     return 0
 
 

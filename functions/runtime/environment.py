@@ -19,10 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from functions.runtime.models import LoadedModel, ModelKey, load_model
 from functions.runtime.observability import logger
 from functions.runtime.session_cache import SessionCache
+from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
 
 if TYPE_CHECKING:
-    from stratoserve.declaration import Declaration, FunctionSpec
+    from stratoserve.declaration import Declaration, FunctionSpec, PlanSpec
 
 
 class Settings(BaseSettings):
@@ -67,6 +68,7 @@ class ExecutionEnvironment:
         self.memory_mb = memory_mb or self.function.memory_mb
         budget = int(self.memory_mb * declaration.runtime.model_memory_fraction) << 20
         self.cache = SessionCache(load=self._load, budget_bytes=budget)
+        self.tenants = TenantDirectory()
 
     def served_keys(self) -> list[ModelKey]:
         """The versions of this function's models that some API version serves."""
@@ -86,6 +88,12 @@ class ExecutionEnvironment:
         if model not in self.function.models:
             raise UnknownModelError(f"model {model} is not served by function {self.function_name}")
         return ModelKey(model, version)
+
+    def plan_of(self, tenant: Tenant | None) -> PlanSpec | None:
+        """The declared plan of the caller; None means no plan limits what it may call."""
+        if tenant is None or tenant.plan is None:
+            return None
+        return self.declaration.plans.get(tenant.plan)
 
     def _load(self, key: ModelKey) -> LoadedModel:
         loaded = load_model(

@@ -6,7 +6,13 @@ from stratoserve.declaration.loader import (
     load_declaration,
     models_dir,
 )
-from stratoserve.declaration.schema import API_FUNCTION, Declaration, FunctionSpec, ModelSpec
+from stratoserve.declaration.schema import (
+    API_FUNCTION,
+    Declaration,
+    FunctionSpec,
+    ModelSpec,
+    PlanSpec,
+)
 
 __all__ = [
     "API_FUNCTION",
@@ -14,6 +20,7 @@ __all__ = [
     "DeclarationError",
     "FunctionSpec",
     "ModelSpec",
+    "PlanSpec",
     "default_path",
     "load_declaration",
     "models_dir",

@@ -133,6 +133,8 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
         if model not in models:
             yield f"routing.{model}: unknown model{_suggest(model, models)}"
 
+    yield from _plan_problems(declaration)
+
     artifacts: dict[str, str] = {}
     for name, model_spec in models.items():
         for version, version_spec in model_spec.versions.items():
@@ -149,6 +151,26 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
                     yield f"{where}.{field}: {path} is also {artifacts[path]}; give each its own"
                 else:
                     artifacts[path] = f"{where}.{field}"
+
+
+# API Gateway's QuotaSettings.offset: the day a period starts.
+_QUOTA_OFFSETS = {"DAY": 0, "WEEK": 6, "MONTH": 27}
+
+
+def _plan_problems(declaration: Declaration) -> Iterator[str]:
+    resources = declaration.resource_paths()
+    models = declaration.models
+    for name, plan in declaration.plans.items():
+        for model in plan.models:
+            if model != "*" and model not in models:
+                yield f"plans.{name}.models: unknown model {model}{_suggest(model, models)}"
+        for route in plan.throttles:
+            if route not in resources:
+                yield f"plans.{name}.throttles: unknown route {route}{_suggest(route, resources)}"
+        if plan.quota and plan.quota.offset > _QUOTA_OFFSETS[plan.quota.period]:
+            most = _QUOTA_OFFSETS[plan.quota.period]
+            allowed = f"0..{most}" if most else "0"
+            yield f"plans.{name}.quota.offset: must be {allowed} for a {plan.quota.period} period"
 
 
 def _describe(detail: ErrorDetails) -> str:

@@ -76,6 +76,35 @@ class FunctionSpec(Strict):
     """How many execution environments `stratoserve dev` may run for it at once."""
 
 
+class QuotaSpec(Strict):
+    limit: Annotated[int, Field(ge=1)]
+    period: Literal["DAY", "WEEK", "MONTH"]
+    offset: Annotated[int, Field(ge=0)] = 0
+    """The day a period starts: WEEK 0 = Sunday .. 6; MONTH 0 = the 1st .. 27; DAY 0."""
+
+
+class ThrottleSpec(Strict):
+    rate: Annotated[float, Field(gt=0)]
+    """Steady requests per second."""
+    burst: Annotated[int, Field(ge=1)]
+    """How many requests may arrive at once (the token bucket's size)."""
+
+
+class PlanSpec(Strict):
+    description: str = ""
+    rate: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)]
+    quota: QuotaSpec | None = None
+    throttles: dict[str, ThrottleSpec] = Field(default_factory=dict)
+    """Per-route limits inside the plan, keyed by resource path ("/v2/predict/embed")."""
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    """The models a key on this plan may call; "*" is every declared model."""
+    gpu_jobs: bool = False
+
+    def allows(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
 class RoutingSpec(Strict):
     inline_max_inputs: Annotated[int, Field(ge=1)] = 64
     """Above this many inputs a predict request is refused (413) instead of run inline."""
@@ -88,6 +117,7 @@ class Declaration(Strict):
     api: dict[ApiVersionKey, ApiVersionSpec] = Field(min_length=1)
     functions: dict[Name, FunctionSpec] = Field(default_factory=dict)
     routing: dict[str, RoutingSpec] = Field(default_factory=dict)
+    plans: dict[Name, PlanSpec] = Field(default_factory=dict)
 
     def function_for_model(self, model: str) -> str:
         for name, function in self.functions.items():
@@ -108,6 +138,28 @@ class Declaration(Strict):
                 f"unknown model {model} in {api_version} (available: {', '.join(api.models)})"
             )
         return version
+
+    def most_generous_plan(self) -> str | None:
+        """The plan the local dev key gets: the widest model access, then the highest
+        rate, burst and quota."""
+        if not self.plans:
+            return None
+
+        def generosity(name: str) -> tuple[int, bool, float, int, int]:
+            plan = self.plans[name]
+            models = len(self.models) if "*" in plan.models else len(plan.models)
+            quota = plan.quota.limit if plan.quota else 2**62
+            return (models, plan.gpu_jobs, plan.rate, plan.burst, quota)
+
+        return max(self.plans, key=generosity)
+
+    def resource_paths(self) -> list[str]:
+        """The API's keyed resources, as the gateway and API Gateway lay them out."""
+        paths = []
+        for api_version, spec in self.api.items():
+            paths.append(f"/{api_version}/models")
+            paths.extend(f"/{api_version}/predict/{model}" for model in spec.models)
+        return paths
 
     def routing_for(self, model: str) -> RoutingSpec:
         return self.routing.get(model, RoutingSpec())

@@ -1,8 +1,9 @@
 """The local gateway: an ASGI app that does what API Gateway does in front of Lambda.
 
-It checks `x-api-key`, finds the resource, builds the REST proxy event and invokes the
-function's handler in one of its local execution environments — the same handler, fed the
-same event, as on AWS. Its own refusals are API Gateway's bytes.
+It finds the resource, checks `x-api-key`, applies the key's usage plan (throttles, then
+quota), builds the REST proxy event and invokes the function's handler in one of its local
+execution environments — the same handler, fed the same event, as on AWS. Its own
+refusals are API Gateway's bytes.
 """
 
 from __future__ import annotations
@@ -11,18 +12,27 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from stratoserve.local.environments import InvocationError
 from stratoserve.local.events import BadProxyResult, Caller, http_response, rest_proxy_event
+from stratoserve.local.keys import key_id_for
+from stratoserve.local.metering import Exchange, Meter
 from stratoserve.local.routes import MethodNotDeclared
+from stratoserve.local.throttling import UsageLimiter
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from starlette.types import Receive, Scope, Send
 
     from stratoserve.local.environments import FunctionPool
-    from stratoserve.local.keys import KeyStore
+    from stratoserve.local.keys import ApiKey, KeyStore
     from stratoserve.local.routes import RouteTable
+    from stratoserve.local.throttling import PlanLimits
 
 access_log = logging.getLogger("stratoserve.gateway")
 
@@ -41,6 +51,22 @@ MISSING_TOKEN = (
 TOO_LARGE = (413, b'{"message":"Request Too Long"}', "RequestTooLongException")
 INTERNAL_ERROR = (502, b'{"message":"Internal server error"}', "InternalServerErrorException")
 TIMED_OUT = (504, b'{"message":"Endpoint request timed out"}', "IntegrationTimeoutException")
+THROTTLED = (429, b'{"message":"Too Many Requests"}', "TooManyRequestsException")
+QUOTA_EXCEEDED = (429, b'{"message":"Limit Exceeded"}', "LimitExceededException")
+
+# Served by the local gateway only: API Gateway has no such route.
+METRICS_PATH = "/metrics"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    route: str = "-"
+    function: str | None = None
+    tenant: str | None = None
+    init_ms: float | None = None
 
 
 class Gateway:
@@ -50,14 +76,22 @@ class Gateway:
         routes: RouteTable,
         keys: KeyStore,
         pools: dict[str, FunctionPool],
+        plans: Mapping[str, PlanLimits] | None = None,
+        limiter: UsageLimiter | None = None,
+        meter: Meter | None = None,
         stage: str = "local",
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
     ) -> None:
         self.routes = routes
         self.keys = keys
         self.pools = pools
+        self.plans = plans or {}
+        self.limiter = limiter or UsageLimiter()
+        self.meter = meter or Meter()
         self.stage = stage
         self.integration_timeout_s = integration_timeout_s
+        # Each key's usage id -> (tenant, limits) for persisting quota counters.
+        self.quotas: dict[str, tuple[str, PlanLimits]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -67,68 +101,99 @@ class Gateway:
             return
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        try:
-            status, headers, body, function = await self._handle(scope, receive, request_id)
-        except ClientGone:
-            return
-        headers.append(("x-amzn-RequestId", request_id))
-        headers.append(("content-length", str(len(body))))
+        if scope["path"] == METRICS_PATH and scope["method"] == "GET":
+            answer = Answer(200, [("content-type", CONTENT_TYPE_LATEST)], self.meter.exposition())
+        else:
+            try:
+                answer = await self._handle(scope, receive, request_id)
+            except ClientGone:
+                return
+        headers = [
+            *answer.headers,
+            ("x-amzn-RequestId", request_id),
+            ("content-length", str(len(answer.body))),
+        ]
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": answer.status,
                 "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer.body})
+        seconds = time.perf_counter() - started
+        self._record(answer, seconds)
         access_log.info(
-            "%s %s %d %.1f ms%s",
+            "%s %s %d %.1f ms%s%s",
             scope["method"],
             scope["path"],
-            status,
-            (time.perf_counter() - started) * 1000,
-            f" -> {function}" if function else "",
+            answer.status,
+            seconds * 1000,
+            f" -> {answer.function}" if answer.function else "",
+            f" (cold start, init {answer.init_ms:.0f} ms)" if answer.init_ms is not None else "",
         )
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, request_id: str
-    ) -> tuple[int, list[tuple[str, str]], bytes, str | None]:
+    def _record(self, answer: Answer, seconds: float) -> None:
+        headers = {name.lower(): value for name, value in answer.headers}
+        model_ms = _server_timing(headers.get("server-timing", ""), "model")
+        model = answer.route.rsplit("/", 1)[-1] if "/predict/" in answer.route else None
+        self.meter.record(
+            Exchange(
+                route=answer.route,
+                status=answer.status,
+                seconds=seconds,
+                tenant=answer.tenant,
+                function=answer.function,
+                model=model,
+                version=headers.get("x-model-version"),
+                model_ms=model_ms,
+                init_ms=answer.init_ms,
+            )
+        )
+
+    async def _handle(self, scope: Scope, receive: Receive, request_id: str) -> Answer:
         method, path = scope["method"], scope["path"]
         try:
             match = self.routes.match(method, path)
         except MethodNotDeclared:
             match = None
         if match is None:
-            return (*_refusal(MISSING_TOKEN), None)
+            return _refusal(MISSING_TOKEN)
+        route = match.route.resource
         headers = [
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
         ]
         caller = Caller(source_ip=(scope.get("client") or ("127.0.0.1", 0))[0])
+        tenant = None
         if match.route.api_key_required:
             presented = next(
                 (value for name, value in headers if name.lower() == "x-api-key"), None
             )
             key = self.keys.lookup(presented) if presented else None
             if key is None:
-                return (*_refusal(FORBIDDEN), None)
+                return _refusal(FORBIDDEN, route)
+            tenant = key.tenant
+            refused = self._admit(key, route)
+            if refused is not None:
+                return _refusal(refused, route, tenant)
             caller = Caller(source_ip=caller.source_ip, api_key=key.value, api_key_id=key.key_id)
         body = await _read_body(receive)
         if body is None:
-            return (*_refusal(TOO_LARGE), None)
-        query = _query(scope.get("query_string", b""))
+            return _refusal(TOO_LARGE, route, tenant)
         event = rest_proxy_event(
             method=method,
             path=path,
-            query=query,
+            query=_query(scope.get("query_string", b"")),
             headers=headers,
             body=body,
-            resource=match.route.resource,
+            resource=route,
             path_parameters=match.path_parameters,
             caller=caller,
             stage=self.stage,
             request_id=request_id,
         )
         function = match.route.function
+        failed = Answer(0, [], b"", route, function, tenant)
         try:
             # API Gateway stops waiting after 29 s, whatever the function's own timeout,
             # and that includes any wait for a free environment and its cold start.
@@ -138,24 +203,62 @@ class Gateway:
             response = http_response(invocation.result)
         except TimeoutError:
             access_log.error("%s: no answer within %g s", function, self.integration_timeout_s)
-            return (*_refusal(TIMED_OUT), function)
+            return _refusal(TIMED_OUT, route, tenant, failed)
         except InvocationError as error:
             access_log.error("%s", error)
-            return (*_refusal(INTERNAL_ERROR), function)
+            return _refusal(INTERNAL_ERROR, route, tenant, failed)
         except BadProxyResult as error:
             access_log.error("%s: malformed Lambda proxy response: %s", function, error)
-            return (*_refusal(INTERNAL_ERROR), function)
-        label = (
-            f"{function} (cold start, init {invocation.init_ms:.0f} ms)"
-            if invocation.cold_start
-            else function
+            return _refusal(INTERNAL_ERROR, route, tenant, failed)
+        return Answer(
+            response.status,
+            list(response.headers),
+            response.body,
+            route,
+            function,
+            tenant,
+            invocation.init_ms if invocation.cold_start else None,
         )
-        return response.status, list(response.headers), response.body, label
+
+    def _admit(self, key: ApiKey, route: str) -> tuple[int, bytes, str] | None:
+        """API Gateway's usage-plan checks for this key: None, or the refusal to answer."""
+        limits = self.plans.get(key.plan) if key.plan else None
+        if limits is None:
+            return None
+        usage_id = key_id_for(key.value)
+        self.quotas[usage_id] = (key.tenant, limits)
+        decision = self.limiter.admit(usage_id, limits, route)
+        if decision == "throttled":
+            return THROTTLED
+        if decision == "quota_exceeded":
+            return QUOTA_EXCEEDED
+        return None
 
 
-def _refusal(refusal: tuple[int, bytes, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+def _refusal(
+    refusal: tuple[int, bytes, str],
+    route: str = "-",
+    tenant: str | None = None,
+    failed: Answer | None = None,
+) -> Answer:
     status, body, error_type = refusal
-    return status, [("content-type", "application/json"), ("x-amzn-ErrorType", error_type)], body
+    headers = [("content-type", "application/json"), ("x-amzn-ErrorType", error_type)]
+    function = failed.function if failed else None
+    return Answer(status, headers, body, route, function, tenant)
+
+
+def _server_timing(header: str, name: str) -> float | None:
+    """The `dur` of one metric of a Server-Timing header (RFC: `name;dur=12.5, ...`)."""
+    for metric in header.split(","):
+        parts = [part.strip() for part in metric.split(";")]
+        if parts[0] == name:
+            for part in parts[1:]:
+                if part.startswith("dur="):
+                    try:
+                        return float(part[4:])
+                    except ValueError:
+                        return None
+    return None
 
 
 class ClientGone(Exception):

@@ -1,8 +1,5 @@
-"""API keys the local gateway accepts.
-
-For now one key, the dev key, held by the `dev` tenant; usage plans and the keys of other
-tenants come with the key store that mirrors API Gateway's. The gateway only needs
-`lookup`, so that store slots in here.
+"""API keys the local gateway accepts: those of the local stack's API Gateway (moto),
+where `stratoserve keys` creates and revokes them, plus where the dev key comes from.
 """
 
 from __future__ import annotations
@@ -12,10 +9,14 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from stratoserve.keys import LocalKeyStore
 
 DEV_KEY_ENV = "STRATOSERVE_DEV_API_KEY"
 DEV_TENANT = "dev"
@@ -28,6 +29,7 @@ class ApiKey:
     key_id: str
     tenant: str
     value: str = field(repr=False)
+    plan: str | None = None
 
 
 class KeyStore(Protocol):
@@ -39,15 +41,48 @@ def key_id_for(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:10]
 
 
-class StaticKeys:
-    def __init__(self, keys: list[ApiKey]) -> None:
-        self._keys = keys
+class GatewayKeys:
+    """The enabled keys of the local API Gateway, by value.
+
+    The gateway looks keys up on every request, so they are held in memory and reloaded
+    from moto when `keys.json` changes — `stratoserve keys` rewrites it after every create
+    or revoke, so a revoked key is refused from the next request on."""
+
+    def __init__(self, client: Any, store: LocalKeyStore) -> None:
+        self._client = client
+        self._store = store
+        self._keys: dict[str, ApiKey] = {}
+        self._seen: float | None = None
 
     def lookup(self, value: str) -> ApiKey | None:
-        for key in self._keys:
-            if hmac.compare_digest(key.value.encode(), value.encode()):
-                return key
-        return None
+        self._reload_if_changed()
+        key = self._keys.get(value)
+        if key is None or not hmac.compare_digest(key.value.encode(), value.encode()):
+            return None
+        return key
+
+    def reload(self) -> None:
+        keys: dict[str, ApiKey] = {}
+        for page in self._client.get_paginator("get_api_keys").paginate(includeValues=True):
+            for item in page.get("items", []):
+                tags = item.get("tags", {})
+                if item.get("enabled") and TENANT_TAG in tags:
+                    keys[item["value"]] = ApiKey(
+                        key_id=item["id"],
+                        tenant=tags[TENANT_TAG],
+                        value=item["value"],
+                        plan=tags.get(PLAN_TAG),
+                    )
+        self._keys = keys
+
+    def _reload_if_changed(self) -> None:
+        try:
+            changed = self._store.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            changed = None
+        if changed != self._seen:
+            self._seen = changed
+            self.reload()
 
 
 def resolve_dev_key(explicit: str | None, state_dir: Path) -> tuple[str, str]:

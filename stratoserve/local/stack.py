@@ -6,20 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stratoserve.declaration import load_declaration, models_dir
 from stratoserve.declaration.loader import MODELS_DIR_ENV
 from stratoserve.declaration.schema import HTTP_HANDLER
+from stratoserve.keys import KeysError, KeyService, LocalKeyStore, StoredKey
+from stratoserve.local.aws import LocalAws, function_environment
+from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
 from stratoserve.local.gateway import Gateway
-from stratoserve.local.keys import DEV_TENANT, ApiKey, StaticKeys, key_id_for
+from stratoserve.local.keys import DEV_TENANT, GatewayKeys
+from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.routes import RouteTable
+from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,6 +33,9 @@ if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
 
 STATE_DIR_ENV = "STRATOSERVE_STATE_DIR"
+USAGE_FLUSH_S = 2.0
+
+logger = logging.getLogger("stratoserve.stack")
 
 
 class StackError(Exception):
@@ -46,6 +55,18 @@ def state_dir(project_root: Path) -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or project_root / ".stratoserve")
 
 
+def running_stack(state: Path) -> dict[str, Any] | None:
+    """The running `stratoserve dev` recorded in `state`, if its process is alive."""
+    try:
+        record: dict[str, Any] = json.loads((state / "stack.json").read_text())
+        os.kill(int(record["pid"]), 0)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass  # alive, another user's: still the running stack
+    return record
+
+
 def missing_artifacts(declaration: Declaration, source: Path) -> list[str]:
     root = models_dir(declaration, source)
     missing = []
@@ -57,8 +78,11 @@ def missing_artifacts(declaration: Declaration, source: Path) -> list[str]:
     return missing
 
 
-def function_configs(declaration: Declaration, source: Path) -> dict[str, FunctionConfig]:
+def function_configs(
+    declaration: Declaration, source: Path, aws: dict[str, str] | None = None
+) -> dict[str, FunctionConfig]:
     shared = {
+        **(aws or {}),
         "STRATOSERVE_CONFIG": str(source.resolve()),
         MODELS_DIR_ENV: str(models_dir(declaration, source)),
         "POWERTOOLS_SERVICE_NAME": declaration.project.name,
@@ -107,12 +131,20 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         )
     sock = bind(options.host, options.port)
     project_root = options.config.resolve().parent
+    aws = LocalAws()
+    aws_url = aws.start()
     pools = {
         name: FunctionPool(config, cwd=project_root)
-        for name, config in function_configs(declaration, options.config).items()
+        for name, config in function_configs(
+            declaration, options.config, function_environment(aws_url)
+        ).items()
     }
     record = options.state_dir / "stack.json"
+    flushing: asyncio.Task[None] | None = None
     try:
+        keys = await asyncio.to_thread(
+            _local_keys, declaration, aws_url, options.state_dir, options.api_key
+        )
         # One warm environment per function before the first request, like provisioned
         # concurrency of 1; later environments cold-start on demand.
         started = await asyncio.gather(*(pool.prestart(1) for pool in pools.values()))
@@ -120,12 +152,21 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
             name: environments[0].init_ms or 0.0
             for name, environments in zip(pools, started, strict=True)
         }
-        dev_key = ApiKey(
-            key_id=key_id_for(options.api_key), tenant=DEV_TENANT, value=options.api_key
-        )
+        usage_file = UsageFile(options.state_dir)
+        restored = usage_file.load()
+        counters = {
+            key: (float(start), int(used))
+            for key, (start, used) in restored.get("counters", {}).items()
+        }
         gateway = Gateway(
-            routes=RouteTable.from_declaration(declaration), keys=StaticKeys([dev_key]), pools=pools
+            routes=RouteTable.from_declaration(declaration),
+            keys=keys,
+            pools=pools,
+            plans=plan_limits(declaration),
+            limiter=UsageLimiter(counters=counters),
+            meter=Meter(restored),
         )
+        flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
         config = uvicorn.Config(
             gateway,
             log_level="warning",
@@ -136,20 +177,77 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        _write_record(record, url, pools)
+        _write_record(record, url, aws_url, pools)
         on_ready(url, init_ms)
         await server.serve(sockets=[sock])
     finally:
+        if flushing is not None:
+            flushing.cancel()
+            usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
         with contextlib.suppress(FileNotFoundError):
             record.unlink()
         await close_all(pools)
+        aws.stop()
         sock.close()
 
 
-def _write_record(record: Path, url: str, pools: dict[str, FunctionPool]) -> None:
+def plan_limits(declaration: Declaration) -> dict[str, PlanLimits]:
+    return {
+        name: PlanLimits(
+            throttle=Throttle(rate=plan.rate, burst=plan.burst),
+            quota=Quota(plan.quota.limit, plan.quota.period, plan.quota.offset)
+            if plan.quota
+            else None,
+            route_throttles={
+                route: Throttle(rate=limit.rate, burst=limit.burst)
+                for route, limit in plan.throttles.items()
+            },
+        )
+        for name, plan in declaration.plans.items()
+    }
+
+
+def _local_keys(declaration: Declaration, aws_url: str, state: Path, dev_key: str) -> GatewayKeys:
+    """Recreate the local API Gateway's usage plans and keys in the fresh moto server:
+    the keys kept in keys.json, and the dev key on the most generous plan."""
+    client = aws_client("apigateway", aws_url)
+    service = KeyService(client, project=declaration.project.name)
+    service.ensure_plans(declaration)
+    store = LocalKeyStore(state)
+    store.save(_with_dev_key(store.load(), dev_key, declaration.most_generous_plan()))
+    for stored in store.load():
+        try:
+            service.create(stored.tenant, stored.plan, value=stored.key)
+            if not stored.enabled:
+                service.revoke(stored.tenant)
+        except KeysError as error:
+            logger.warning("key of tenant %s not restored: %s", stored.tenant, error)
+    keys = GatewayKeys(client, store)
+    keys.reload()
+    return keys
+
+
+def _with_dev_key(keys: list[StoredKey], value: str, plan: str | None) -> list[StoredKey]:
+    """The dev key, active on `plan`; an earlier dev key with another value is disabled."""
+    kept = [
+        replace(key, enabled=False) if key.tenant == DEV_TENANT and key.key != value else key
+        for key in keys
+        if not (key.tenant == DEV_TENANT and key.key == value)
+    ]
+    return [*kept, StoredKey(DEV_TENANT, plan or "", value, True)]
+
+
+async def _flush_usage(usage_file: UsageFile, gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_S)
+        usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
+
+
+def _write_record(record: Path, url: str, aws_url: str, pools: dict[str, FunctionPool]) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     content = {
         "url": url,
+        "aws_url": aws_url,
         "pid": os.getpid(),
         "started_at": time.time(),
         "functions": sorted(pools),

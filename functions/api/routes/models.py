@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 
-from functions.api.dependencies import EnvironmentDep
+from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 
@@ -30,8 +30,11 @@ def router(declaration: Declaration) -> APIRouter:
 
 
 def _endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
-    async def list_models(request: Request, environment: EnvironmentDep) -> JSONResponse:
+    async def list_models(
+        request: Request, environment: EnvironmentDep, tenant: TenantDep
+    ) -> JSONResponse:
         declaration = environment.declaration
+        plan = environment.plan_of(tenant)
         prefix = public_prefix(request)
         models = [
             {
@@ -42,6 +45,7 @@ def _endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
                 "predict_url": f"{prefix}/{api_version}/predict/{name}",
             }
             for name, version in declaration.api[api_version].models.items()
+            if plan is None or plan.allows(name)
         ]
         headers, deprecation = lifecycle(declaration, api_version, request.url.path, prefix=prefix)
         body: dict[str, Any] = {"api_version": api_version, "models": models}

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 
-from functions.api.dependencies import EnvironmentDep
+from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
 from functions.runtime.models import InputError
 from functions.runtime.observability import logger
+from functions.runtime.tenants import Tenant
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -55,19 +56,28 @@ def router(declaration: Declaration) -> APIRouter:
 
 
 def _endpoint(api_version: str, model: str) -> Callable[..., Awaitable[JSONResponse]]:
-    async def endpoint(request: Request, environment: EnvironmentDep) -> JSONResponse:
-        return await predict(api_version, model, request, environment)
+    async def endpoint(
+        request: Request, environment: EnvironmentDep, tenant: TenantDep
+    ) -> JSONResponse:
+        return await predict(api_version, model, request, environment, tenant)
 
     return endpoint
 
 
 async def predict(
-    api_version: str, model: str, request: Request, environment: ExecutionEnvironment
+    api_version: str,
+    model: str,
+    request: Request,
+    environment: ExecutionEnvironment,
+    tenant: Tenant | None,
 ) -> JSONResponse:
     try:
         key = environment.resolve(api_version, model)
     except UnknownModelError as error:
         raise ApiError(404, str(error)) from None
+    plan = environment.plan_of(tenant)
+    if plan is not None and tenant is not None and not plan.allows(model):
+        raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
     inputs = _inputs(await request.body())
     limit = environment.declaration.routing_for(model).inline_max_inputs
     if len(inputs) > limit:
@@ -109,6 +119,8 @@ async def predict(
     if deprecation:
         body["deprecation"] = deprecation
     headers["x-model-version"] = key.version
+    # Compute time for the caller and for metering (the local gateway meters it per tenant).
+    headers["server-timing"] = f"model;dur={model_ms:.3f}"
     return JSONResponse(body, headers=headers)
 
 

@@ -116,12 +116,11 @@ class Stack:
         return found
 
 
-@pytest.fixture(scope="module")
-def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("state")
+def start_stack(state: Path) -> Stack:
+    """`stratoserve dev` on a free port with its state in `state`, once it serves."""
     log = state / "dev.log"
     env = {**os.environ, "STRATOSERVE_STATE_DIR": str(state)}
-    with log.open("w") as output:
+    with log.open("a") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "stratoserve.cli", "dev", "--port", "0", "--api-key", KEY],
             cwd=ROOT,
@@ -137,13 +136,22 @@ def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.kill()
             pytest.fail(f"stratoserve dev did not start:\n{log.read_text()}")
         time.sleep(0.2)
-    running = Stack(process, json.loads(record.read_text())["url"], log, state)
-    yield running
-    process.send_signal(signal.SIGINT)
+    return Stack(process, json.loads(record.read_text())["url"], log, state)
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=20)
+        stack.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        process.kill()
+        stack.process.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("state"))
+    yield running
+    stop_stack(running)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -248,3 +256,138 @@ def test_function_logs_carry_context_and_never_the_key(stack: Stack) -> None:
     for field in ("request_id", "model", "version", "cold_start", "function_name"):
         assert field in last
     assert KEY not in "\n".join(json.dumps(line) for line in lines)
+
+
+def _cli(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(stack.state)}
+    return subprocess.run(
+        [sys.executable, "-m", "stratoserve.cli", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _create_key(stack: Stack, tenant: str, plan: str) -> dict[str, str]:
+    created = _cli(stack, "keys", "create", "--tenant", tenant, "--plan", plan, "--json")
+    assert created.returncode == 0, created.stderr
+    issued: dict[str, str] = json.loads(created.stdout)
+    return issued
+
+
+def test_free_and_pro_keys_behave_as_their_plans_say(stack: Stack) -> None:
+    free = _create_key(stack, "acme", "free")
+    pro = _create_key(stack, "globex", "pro")
+    assert (free["tenant"], free["plan"]) == ("acme", "free")
+
+    def burst(key: str) -> list[httpx.Response]:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(
+                pool.map(
+                    lambda _: stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=key),
+                    range(30),
+                )
+            )
+
+    started = time.monotonic()
+    free_answers = burst(free["key"])
+    elapsed = time.monotonic() - started
+    pro_answers = burst(pro["key"])
+
+    throttled = [answer for answer in free_answers if answer.status_code == 429]
+    admitted = [answer for answer in free_answers if answer.status_code == 200]
+    assert throttled, "30 requests at once exceed the free plan's burst of 10"
+    assert {answer.content for answer in throttled} == {b'{"message":"Too Many Requests"}'}
+    # burst 10, refilling at 5/s while the 30 requests were answered
+    assert 10 <= len(admitted) <= 10 + 5 * elapsed + 1
+    assert [answer.status_code for answer in pro_answers] == [200] * 30
+
+    not_in_plan = stack.post("/v2/predict/embed", {"inputs": ["hello"]}, key=pro["key"])
+    assert not_in_plan.status_code == 200
+    time.sleep(1)  # let the free bucket refill a token
+    refused = stack.post("/v2/predict/embed", {"inputs": ["hello"]}, key=free["key"])
+    assert refused.status_code == 403
+    assert refused.json() == {"message": "plan free does not include model embed"}
+
+
+def test_keys_are_listed_metered_and_revoked_at_once(stack: Stack) -> None:
+    issued = _create_key(stack, "initech", "pro")
+    for _ in range(3):
+        assert (
+            stack.post("/v2/predict/embed", {"inputs": ["x"]}, key=issued["key"]).status_code == 200
+        )
+
+    listed = json.loads(_cli(stack, "keys", "list", "--json").stdout)
+    mine = next(key for key in listed if key["tenant"] == "initech")
+    assert (mine["plan"], mine["enabled"], mine["key_id"]) == ("pro", True, issued["key_id"])
+    assert issued["key"] not in json.dumps(listed)
+
+    time.sleep(2.5)  # the gateway writes usage every 2 s
+    usage = json.loads(_cli(stack, "keys", "usage", "--tenant", "initech", "--json").stdout)
+    assert usage["initech"]["requests"] == 3
+    assert usage["initech"]["model_ms"] > 0
+    assert usage["initech"]["quota"]["used"] == 3
+
+    revoked = _cli(stack, "keys", "revoke", "--tenant", "initech")
+    assert revoked.returncode == 0, revoked.stderr
+    after = stack.post("/v2/predict/embed", {"inputs": ["x"]}, key=issued["key"])
+    assert after.status_code == 403
+    assert after.content == b'{"message":"Forbidden"}'
+
+
+def test_metrics_count_requests_by_tenant_route_and_status(stack: Stack) -> None:
+    stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]})
+    stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=None)
+
+    metrics = stack.client.get("/metrics").text
+
+    assert (
+        'stratoserve_requests_total{route="/v2/predict/digits",status="200",tenant="dev"}'
+        in metrics
+    )
+    assert (
+        'stratoserve_requests_total{route="/v2/predict/digits",status="403",tenant="-"}' in metrics
+    )
+    assert 'stratoserve_model_duration_seconds_count{model="digits",version="1"}' in metrics
+    assert "stratoserve_init_duration_seconds_count" in metrics
+
+
+def test_the_cli_without_a_running_stack_says_what_to_do(tmp_path: Path) -> None:
+    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "stratoserve.cli", "keys", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "no local stack is running: start `stratoserve dev` first" in result.stderr
+
+
+def test_keys_and_quota_counters_survive_a_restart(built_models: Path, tmp_path: Path) -> None:
+    first = start_stack(tmp_path)
+    try:
+        issued = _create_key(first, "umbrella", "free")
+        for _ in range(2):
+            answer = first.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=issued["key"])
+            assert answer.status_code == 200
+    finally:
+        stop_stack(first)
+
+    second = start_stack(tmp_path)
+    try:
+        again = second.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=issued["key"])
+        assert again.status_code == 200
+        stop_stack(second)  # writes the counters at once
+        usage = json.loads(_cli(second, "keys", "usage", "--tenant", "umbrella", "--json").stdout)
+    finally:
+        stop_stack(second)
+
+    assert usage["umbrella"]["requests"] == 3
+    assert usage["umbrella"]["quota"]["used"] == 3
+    assert usage["umbrella"]["quota"]["limit"] == 1000

@@ -12,8 +12,9 @@ import pytest
 
 from stratoserve.local.environments import FunctionConfig, FunctionPool
 from stratoserve.local.gateway import MAX_BODY_BYTES, Gateway
-from stratoserve.local.keys import ApiKey, StaticKeys, key_id_for
+from stratoserve.local.keys import ApiKey, key_id_for
 from stratoserve.local.routes import Route, RouteTable
+from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -30,7 +31,27 @@ FUNCTIONS = {
 }
 
 
-def _gateway() -> Gateway:
+class OneKey:
+    """A key store holding one key (the gateway only calls `lookup`)."""
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+
+    def lookup(self, value: str) -> ApiKey | None:
+        return self.key if value == self.key.value else None
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _gateway(
+    plans: dict[str, PlanLimits] | None = None, clock: FrozenClock | None = None
+) -> Gateway:
     pools = {
         name: FunctionPool(
             FunctionConfig(name, f"{HANDLERS}.{handler}", 256, timeout_s=10, max_environments=1),
@@ -41,17 +62,27 @@ def _gateway() -> Gateway:
     routes = RouteTable(
         [Route(f"/{name}", frozenset({"POST"}), name) for name in FUNCTIONS if name != "api"]
     )
-    keys = StaticKeys([ApiKey(key_id=key_id_for(KEY), tenant="dev", value=KEY)])
-    return Gateway(routes=routes, keys=keys, pools=pools, integration_timeout_s=1.5)
+    keys = OneKey(ApiKey(key_id=key_id_for(KEY), tenant="dev", value=KEY, plan="tight"))
+    return Gateway(
+        routes=routes,
+        keys=keys,
+        pools=pools,
+        plans=plans,
+        limiter=UsageLimiter(clock=clock or FrozenClock()),
+        integration_timeout_s=1.5,
+    )
 
 
 def _with_client(scenario: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
     return _with_gateway(lambda client, _: scenario(client))
 
 
-def _with_gateway(scenario: Callable[[httpx.AsyncClient, Gateway], Awaitable[Any]]) -> Any:
+def _with_gateway(
+    scenario: Callable[[httpx.AsyncClient, Gateway], Awaitable[Any]],
+    plans: dict[str, PlanLimits] | None = None,
+) -> Any:
     async def run() -> Any:
-        gateway = _gateway()
+        gateway = _gateway(plans)
         transport = httpx.ASGITransport(app=gateway)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -125,3 +156,21 @@ def test_a_refused_key_never_reaches_the_function() -> None:
     assert response.status_code == 403
     assert response.content == b'{"message":"Forbidden"}'
     assert environments_started == 0
+
+
+def test_a_plan_throttles_then_limits_with_api_gateways_bodies() -> None:
+    # The clock is frozen: no token comes back while the test runs.
+    throttled_plan = {"tight": PlanLimits(throttle=Throttle(rate=1, burst=2))}
+    quota_plan = {"tight": PlanLimits(throttle=Throttle(rate=1, burst=5), quota=Quota(3, "DAY"))}
+
+    async def three_then_more(client: httpx.AsyncClient, _: Gateway) -> list[httpx.Response]:
+        return [await _post(client, "/echo") for _ in range(4)]
+
+    throttled = _with_gateway(three_then_more, throttled_plan)
+    limited = _with_gateway(three_then_more, quota_plan)
+
+    assert [answer.status_code for answer in throttled] == [200, 200, 429, 429]
+    assert throttled[2].content == b'{"message":"Too Many Requests"}'
+    assert throttled[2].headers["x-amzn-errortype"] == "TooManyRequestsException"
+    assert [answer.status_code for answer in limited] == [200, 200, 200, 429]
+    assert limited[3].content == b'{"message":"Limit Exceeded"}'

@@ -206,3 +206,38 @@ def _problems_of(path: Path) -> list[str]:
     with pytest.raises(DeclarationError) as caught:
         load_declaration(path)
     return caught.value.problems
+
+
+def test_plans_are_checked_against_models_routes_and_quota_periods(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        MINIMAL
+        + """
+        [plans.free]
+        rate = 5
+        burst = 10
+        quota = { limit = 100, period = "WEEK", offset = 7 }
+        models = ["digit"]
+        throttles = { "/v1/predict/digit" = { rate = 1, burst = 1 } }
+        [plans.daily]
+        rate = 1
+        burst = 1
+        quota = { limit = 100, period = "DAY", offset = 1 }
+        """,
+    )
+
+    assert problems == [
+        "plans.free.models: unknown model digit (did you mean digits?)",
+        "plans.free.throttles: unknown route /v1/predict/digit (did you mean /v1/predict/digits?)",
+        "plans.free.quota.offset: must be 0..6 for a WEEK period",
+        "plans.daily.quota.offset: must be 0 for a DAY period",
+    ]
+
+
+def test_the_dev_key_gets_the_most_generous_plan() -> None:
+    declaration = load_declaration(DECLARATION_FILE)
+
+    assert declaration.most_generous_plan() == "pro"
+    assert declaration.plans["free"].allows("digits")
+    assert not declaration.plans["free"].allows("embed")
+    assert declaration.plans["pro"].allows("embed")

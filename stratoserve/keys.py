@@ -1,0 +1,184 @@
+"""Tenants and their API keys, through API Gateway's own API.
+
+One code path serves both targets: `KeyService` makes the same boto3 `apigateway` calls
+(create_api_key, create_usage_plan_key, get_api_keys, update_api_key, get_usage) against a
+deployed stack (`--target aws`) or the local stack's moto server (`--target local`). A key
+is named after its tenant and tagged with its plan; its value is returned once, at
+creation, and never stored by AWS-side code.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigateway import APIGatewayClient
+
+    from stratoserve.declaration import Declaration, PlanSpec
+
+
+class KeysError(Exception):
+    """A key operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    tenant: str
+    plan: str
+    key_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    tenant: str
+    plan: str
+    key_id: str
+    enabled: bool
+    created: str
+
+
+def new_key_value() -> str:
+    return secrets.token_urlsafe(30)
+
+
+class KeyService:
+    def __init__(self, client: APIGatewayClient, *, project: str) -> None:
+        self._client = client
+        # Usage plans are account-wide: the project's name keeps two projects apart.
+        self._prefix = f"{project}-"
+
+    def ensure_plans(self, declaration: Declaration) -> dict[str, str]:
+        """Create the declared usage plans that do not exist yet; plan name -> id."""
+        existing = self._plan_ids()
+        for name, plan in declaration.plans.items():
+            if name not in existing:
+                existing[name] = self._client.create_usage_plan(
+                    name=self._prefix + name, description=plan.description, **_plan_limits(plan)
+                )["id"]
+        return existing
+
+    def create(self, tenant: str, plan: str, *, value: str | None = None) -> IssuedKey:
+        plans = self._plan_ids()
+        if plan and plan not in plans:
+            known = ", ".join(sorted(plans)) or "none"
+            raise KeysError(f"unknown plan {plan} (usage plans: {known})")
+        if any(key.tenant == tenant and key.enabled for key in self.keys()):
+            raise KeysError(
+                f"tenant {tenant} already has an active key; revoke it first "
+                f"(stratoserve keys revoke --tenant {tenant})"
+            )
+        value = value or new_key_value()
+        created = self._client.create_api_key(
+            name=tenant,
+            enabled=True,
+            value=value,
+            tags={TENANT_TAG: tenant, PLAN_TAG: plan},
+        )
+        if plan:  # a declaration without plans has keys without usage plans
+            self._client.create_usage_plan_key(
+                usagePlanId=plans[plan], keyId=created["id"], keyType="API_KEY"
+            )
+        return IssuedKey(tenant=tenant, plan=plan, key_id=created["id"], key=value)
+
+    def keys(self) -> list[TenantKey]:
+        keys = []
+        for page in self._client.get_paginator("get_api_keys").paginate(includeValues=False):
+            for item in page.get("items", []):
+                tags = item.get("tags", {})
+                if TENANT_TAG not in tags:
+                    continue  # not one of ours
+                created = item.get("createdDate")
+                keys.append(
+                    TenantKey(
+                        tenant=tags[TENANT_TAG],
+                        plan=tags.get(PLAN_TAG, ""),
+                        key_id=item["id"],
+                        enabled=bool(item.get("enabled")),
+                        created=created.isoformat() if created else "",
+                    )
+                )
+        return sorted(keys, key=lambda key: (key.tenant, key.created))
+
+    def revoke(self, tenant: str) -> list[str]:
+        """Disable every key of the tenant (kept, for its usage history); their ids."""
+        revoked = [key.key_id for key in self.keys() if key.tenant == tenant and key.enabled]
+        if not revoked:
+            raise KeysError(f"tenant {tenant} has no active key")
+        for key_id in revoked:
+            self._client.update_api_key(
+                apiKey=key_id,
+                patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}],
+            )
+        return revoked
+
+    def _plan_ids(self) -> dict[str, str]:
+        """This project's usage plans: plan name (without the prefix) -> id."""
+        ids = {}
+        for page in self._client.get_paginator("get_usage_plans").paginate():
+            for item in page.get("items", []):
+                if item["name"].startswith(self._prefix):
+                    ids[item["name"].removeprefix(self._prefix)] = item["id"]
+        return ids
+
+
+def _plan_limits(plan: PlanSpec) -> dict[str, Any]:
+    limits: dict[str, Any] = {"throttle": {"rateLimit": plan.rate, "burstLimit": plan.burst}}
+    if plan.quota:
+        limits["quota"] = {
+            "limit": plan.quota.limit,
+            "period": plan.quota.period,
+            "offset": plan.quota.offset,
+        }
+    return limits
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    tenant: str
+    plan: str
+    key: str
+    enabled: bool
+
+
+class LocalKeyStore:
+    """The local stack's keys, kept across restarts of `stratoserve dev` in
+    `.stratoserve/keys.json` (readable by the owner only): moto keeps its state in memory,
+    so the stack replays this file into it at start. Never used for AWS."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "keys.json"
+
+    def load(self) -> list[StoredKey]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        return [StoredKey(**entry) for entry in raw["keys"]]
+
+    def save(self, keys: list[StoredKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        content = json.dumps({"keys": [asdict(key) for key in keys]}, indent=2)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=self.path.parent, prefix=".keys-", delete=False
+        ) as temporary:  # created 0600, like mkstemp: the file holds key values
+            temporary.write(content)
+        Path(temporary.name).replace(self.path)
+
+    def add(self, issued: IssuedKey) -> None:
+        self.save([*self.load(), StoredKey(issued.tenant, issued.plan, issued.key, True)])
+
+    def disable(self, tenant: str) -> None:
+        self.save(
+            [
+                StoredKey(key.tenant, key.plan, key.key, key.enabled and key.tenant != tenant)
+                for key in self.load()
+            ]
+        )
