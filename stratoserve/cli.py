@@ -120,11 +120,13 @@ def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke.add_argument("--tenant", required=True, type=_tenant_name)
     revoke.set_defaults(command=_keys_revoke)
     usage = actions.add_parser(
-        "usage", help="requests, model compute time and quota use per tenant (local stack)"
+        "usage",
+        help="requests per tenant; locally also model compute time and quota use",
     )
     usage.add_argument("--tenant", type=_tenant_name)
     usage.set_defaults(command=_keys_usage)
     for action in (create, listing, revoke, usage):
+        action.set_defaults(command=_aws_errors(action.get_default("command")))
         _config_option(action)
         action.add_argument(
             "--target",
@@ -134,6 +136,26 @@ def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "with your AWS credentials",
         )
         action.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _aws_errors(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """AWS's and the key store's refusals as one line: no region, no credentials, a
+    denied call, a damaged keys.json."""
+
+    def run(arguments: argparse.Namespace) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from stratoserve.keys import KeysError
+
+        try:
+            return command(arguments)
+        except (BotoCoreError, ClientError, KeysError) as error:
+            hint = " (configure AWS credentials and a region)" if arguments.target == "aws" else ""
+            raise UsageError(f"{error}{hint}") from None
+
+    return run
 
 
 def _tenant_name(value: str) -> str:
@@ -274,13 +296,8 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
 
 
 def _keys_create(arguments: argparse.Namespace) -> int:
-    from stratoserve.keys import KeysError
-
     service, store = _key_service(arguments)
-    try:
-        issued = service.create(arguments.tenant, arguments.plan)
-    except KeysError as error:
-        raise UsageError(str(error)) from None
+    issued = service.create(arguments.tenant, arguments.plan)
     if store is not None:
         store.add(issued)  # kept across restarts; the gateway reloads its keys from it
     if arguments.json:
@@ -310,13 +327,8 @@ def _keys_list(arguments: argparse.Namespace) -> int:
 
 
 def _keys_revoke(arguments: argparse.Namespace) -> int:
-    from stratoserve.keys import KeysError
-
     service, store = _key_service(arguments)
-    try:
-        revoked = service.revoke(arguments.tenant)
-    except KeysError as error:
-        raise UsageError(str(error)) from None
+    revoked = service.revoke(arguments.tenant)
     if store is not None:
         store.disable(arguments.tenant)
     if arguments.json:
@@ -328,10 +340,7 @@ def _keys_revoke(arguments: argparse.Namespace) -> int:
 
 def _keys_usage(arguments: argparse.Namespace) -> int:
     if arguments.target == "aws":
-        raise UsageError(
-            "usage per tenant is metered by the local stack; on AWS it comes with the "
-            "deployed stack's metrics (not built yet)"
-        )
+        return _keys_usage_aws(arguments)
     from stratoserve.local.metering import UsageFile
     from stratoserve.local.stack import state_dir
 
@@ -352,6 +361,27 @@ def _keys_usage(arguments: argparse.Namespace) -> int:
             f"{figures['model_ms']:.1f}",
             f"{quota['used']} / {quota['limit']} a {quota['period'].lower()}" if quota else "-",
             quota["resets_at"] if quota else "-",
+        )
+    console.print(table)
+    return 0
+
+
+def _keys_usage_aws(arguments: argparse.Namespace) -> int:
+    """API Gateway's count for the current calendar month (model time is metered only by
+    the local stack)."""
+    import datetime as dt
+
+    service, _ = _key_service(arguments)
+    today = dt.datetime.now(dt.UTC).date()
+    usage = service.usage(today.replace(day=1), today, arguments.tenant)
+    if arguments.json:
+        console.print_json(data=usage)
+        return 0
+    table = Table("tenant", "plan", f"requests since {today.replace(day=1)}", "quota left")
+    for name, figures in sorted(usage.items()):
+        left = figures.get("quota_remaining")
+        table.add_row(
+            name, figures["plan"], str(figures["requests"]), "-" if left is None else str(left)
         )
     console.print(table)
     return 0

@@ -9,9 +9,11 @@ creation, and never stored by AWS-side code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import secrets
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Iterator
+
     from mypy_boto3_apigateway import APIGatewayClient
 
     from stratoserve.declaration import Declaration, PlanSpec
@@ -67,9 +72,10 @@ class KeyService:
 
     def create(self, tenant: str, plan: str, *, value: str | None = None) -> IssuedKey:
         plans = self._plan_ids()
-        if plan and plan not in plans:
+        if (plan or plans) and plan not in plans:
+            # With usage plans, every key needs one: API Gateway refuses a key in none.
             known = ", ".join(sorted(plans)) or "none"
-            raise KeysError(f"unknown plan {plan} (usage plans: {known})")
+            raise KeysError(f"unknown plan {plan!r} (usage plans: {known})")
         if any(key.tenant == tenant and key.enabled for key in self.keys()):
             raise KeysError(
                 f"tenant {tenant} already has an active key; revoke it first "
@@ -119,6 +125,27 @@ class KeyService:
             )
         return revoked
 
+    def usage(self, start: dt.date, end: dt.date, tenant: str | None = None) -> dict[str, Any]:
+        """API Gateway's own count of each tenant's requests between two UTC days
+        (get_usage), with what its plan's quota leaves."""
+        plans = self._plan_ids()
+        usage: dict[str, Any] = {}
+        for key in self.keys():
+            if (tenant and key.tenant != tenant) or key.plan not in plans:
+                continue
+            answer = self._client.get_usage(
+                usagePlanId=plans[key.plan],
+                keyId=key.key_id,
+                startDate=start.isoformat(),
+                endDate=end.isoformat(),
+            )
+            days = answer.get("items", {}).get(key.key_id, [])  # [[used, remaining], ...]
+            entry = usage.setdefault(key.tenant, {"requests": 0, "plan": key.plan})
+            entry["requests"] += sum(day[0] for day in days)
+            if days and key.enabled:
+                entry["quota_remaining"] = days[-1][1]
+        return usage
+
     def _plan_ids(self) -> dict[str, str]:
         """This project's usage plans: plan name (without the prefix) -> id."""
         ids = {}
@@ -159,9 +186,13 @@ class LocalKeyStore:
     def load(self) -> list[StoredKey]:
         try:
             raw = json.loads(self.path.read_text())
+            return [StoredKey(**entry) for entry in raw["keys"]]
         except FileNotFoundError:
             return []
-        return [StoredKey(**entry) for entry in raw["keys"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise KeysError(
+                f"{self.path} is damaged ({error}); fix it or delete it to start without keys"
+            ) from None
 
     def save(self, keys: list[StoredKey]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +204,22 @@ class LocalKeyStore:
         Path(temporary.name).replace(self.path)
 
     def add(self, issued: IssuedKey) -> None:
-        self.save([*self.load(), StoredKey(issued.tenant, issued.plan, issued.key, True)])
+        with self._locked():
+            self.save([*self.load(), StoredKey(issued.tenant, issued.plan, issued.key, True)])
 
     def disable(self, tenant: str) -> None:
-        self.save(
-            [
-                StoredKey(key.tenant, key.plan, key.key, key.enabled and key.tenant != tenant)
-                for key in self.load()
-            ]
-        )
+        with self._locked():
+            self.save(
+                [
+                    StoredKey(key.tenant, key.plan, key.key, key.enabled and key.tenant != tenant)
+                    for key in self.load()
+                ]
+            )
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Two `stratoserve keys` at once must not lose each other's write."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with (self.path.parent / ".keys.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield

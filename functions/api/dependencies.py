@@ -34,6 +34,10 @@ async def current_tenant(request: Request, environment: EnvironmentDep) -> Tenan
     except TenantLookupError as error:
         logger.error("tenant lookup failed", extra={"error": str(error)})
         raise ApiError(503, "could not identify the caller's tenant; try again") from None
+    if tenant is None and environment.declaration.plans:
+        # A key stratoserve did not issue belongs to no usage plan: API Gateway refuses
+        # those, so only a misconfigured gateway lets one through. Refuse it here too.
+        raise ApiError(403, "Forbidden")
     if tenant is not None:
         logger.append_keys(tenant=tenant.name, plan=tenant.plan)
     return tenant

@@ -63,10 +63,10 @@ class TenantDirectory:
         return tenant
 
     def _ask(self, key_id: str) -> Tenant | None:
-        with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
         try:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._client_factory()
             key = self._client.get_api_key(apiKey=key_id)
         except Exception as error:
             code = getattr(error, "response", {}).get("Error", {}).get("Code")

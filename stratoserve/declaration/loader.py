@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from stratoserve.declaration.schema import API_FUNCTION, Declaration, FunctionSpec
+from stratoserve.declaration.schema import (
+    API_FUNCTION,
+    QUOTA_MAX_OFFSET,
+    Declaration,
+    FunctionSpec,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -153,10 +158,6 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
                     artifacts[path] = f"{where}.{field}"
 
 
-# API Gateway's QuotaSettings.offset: the day a period starts.
-_QUOTA_OFFSETS = {"DAY": 0, "WEEK": 6, "MONTH": 27}
-
-
 def _plan_problems(declaration: Declaration) -> Iterator[str]:
     resources = declaration.resource_paths()
     models = declaration.models
@@ -167,8 +168,8 @@ def _plan_problems(declaration: Declaration) -> Iterator[str]:
         for route in plan.throttles:
             if route not in resources:
                 yield f"plans.{name}.throttles: unknown route {route}{_suggest(route, resources)}"
-        if plan.quota and plan.quota.offset > _QUOTA_OFFSETS[plan.quota.period]:
-            most = _QUOTA_OFFSETS[plan.quota.period]
+        if plan.quota and plan.quota.offset > QUOTA_MAX_OFFSET[plan.quota.period]:
+            most = QUOTA_MAX_OFFSET[plan.quota.period]
             allowed = f"0..{most}" if most else "0"
             yield f"plans.{name}.quota.offset: must be {allowed} for a {plan.quota.period} period"
 

@@ -76,6 +76,11 @@ class FunctionSpec(Strict):
     """How many execution environments `stratoserve dev` may run for it at once."""
 
 
+QUOTA_MAX_OFFSET = {"DAY": 0, "WEEK": 6, "MONTH": 27}
+"""API Gateway's QuotaSettings.offset: the day a period starts (WEEK 0 = Sunday, MONTH
+0 = the 1st). MONTH stops at 27 so the first day exists in every month, February too."""
+
+
 class QuotaSpec(Strict):
     limit: Annotated[int, Field(ge=1)]
     period: Literal["DAY", "WEEK", "MONTH"]

@@ -8,10 +8,11 @@ developer's).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import BaseWSGIServer
 
 REGION = "us-east-1"
 # moto accepts any credentials; these keep boto3 from looking for real ones.
@@ -35,31 +36,49 @@ def function_environment(endpoint_url: str) -> dict[str, str]:
     }
 
 
+class LocalAwsError(RuntimeError):
+    """moto could not be started; the message says why."""
+
+
 class LocalAws:
     def __init__(self) -> None:
-        self._server: ThreadedMotoServer | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self.endpoint_url = ""
 
     def start(self) -> str:
-        from moto.server import ThreadedMotoServer
+        # moto's ThreadedMotoServer binds inside its thread and waits for it without a
+        # timeout: a failure there hangs the caller. Bind here, serve in the thread.
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
         # One line per call to moto would drown the gateway's own log.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
+        try:
+            server = make_server(
+                "127.0.0.1",
+                0,
+                DomainDispatcherApplication(create_backend_app),
+                threaded=True,
+                request_handler=MotoRequestHandler,
+            )
+        except OSError as error:
+            raise LocalAwsError(f"cannot start moto on 127.0.0.1: {error}") from None
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True, name="moto")
+        self._thread.start()
+        host, port = server.server_address[:2]
+        self.endpoint_url = f"http://{host!s}:{port}"
         return self.endpoint_url
-
-    def reset(self) -> None:
-        """Forget every resource (moto's state is per process, not per server)."""
-        import urllib.request
-
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

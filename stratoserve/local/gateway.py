@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -67,6 +67,7 @@ class Answer:
     function: str | None = None
     tenant: str | None = None
     init_ms: float | None = None
+    admitted: bool = False
 
 
 class Gateway:
@@ -102,25 +103,16 @@ class Gateway:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         if scope["path"] == METRICS_PATH and scope["method"] == "GET":
-            answer = Answer(200, [("content-type", CONTENT_TYPE_LATEST)], self.meter.exposition())
-        else:
-            try:
-                answer = await self._handle(scope, receive, request_id)
-            except ClientGone:
-                return
-        headers = [
-            *answer.headers,
-            ("x-amzn-RequestId", request_id),
-            ("content-length", str(len(answer.body))),
-        ]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status,
-                "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer.body})
+            # A scrape is not API traffic: answered, never counted.
+            metrics = self.meter.exposition()
+            await _send(send, Answer(200, [("content-type", CONTENT_TYPE_LATEST)], metrics))
+            return
+        try:
+            answer = await self._handle(scope, receive, request_id)
+        except ClientGone:
+            return
+        answer.headers.append(("x-amzn-RequestId", request_id))
+        await _send(send, answer)
         seconds = time.perf_counter() - started
         self._record(answer, seconds)
         access_log.info(
@@ -148,6 +140,7 @@ class Gateway:
                 version=headers.get("x-model-version"),
                 model_ms=model_ms,
                 init_ms=answer.init_ms,
+                admitted=answer.admitted,
             )
         )
 
@@ -193,7 +186,7 @@ class Gateway:
             request_id=request_id,
         )
         function = match.route.function
-        failed = Answer(0, [], b"", route, function, tenant)
+        failed = Answer(0, [], b"", route, function, tenant, admitted=tenant is not None)
         try:
             # API Gateway stops waiting after 29 s, whatever the function's own timeout,
             # and that includes any wait for a free environment and its cold start.
@@ -218,13 +211,17 @@ class Gateway:
             function,
             tenant,
             invocation.init_ms if invocation.cold_start else None,
+            admitted=tenant is not None,
         )
 
     def _admit(self, key: ApiKey, route: str) -> tuple[int, bytes, str] | None:
         """API Gateway's usage-plan checks for this key: None, or the refusal to answer."""
+        if not self.plans:
+            return None  # a declaration without plans limits nobody
         limits = self.plans.get(key.plan) if key.plan else None
         if limits is None:
-            return None
+            # API Gateway refuses a key that no usage plan of the stage includes.
+            return FORBIDDEN
         usage_id = key_id_for(key.value)
         self.quotas[usage_id] = (key.tenant, limits)
         decision = self.limiter.admit(usage_id, limits, route)
@@ -235,6 +232,18 @@ class Gateway:
         return None
 
 
+async def _send(send: Send, answer: Answer) -> None:
+    headers = [*answer.headers, ("content-length", str(len(answer.body)))]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer.body})
+
+
 def _refusal(
     refusal: tuple[int, bytes, str],
     route: str = "-",
@@ -243,8 +252,9 @@ def _refusal(
 ) -> Answer:
     status, body, error_type = refusal
     headers = [("content-type", "application/json"), ("x-amzn-ErrorType", error_type)]
-    function = failed.function if failed else None
-    return Answer(status, headers, body, route, function, tenant)
+    if failed is not None:  # the request was admitted; its function failed
+        return replace(failed, status=status, headers=headers, body=body)
+    return Answer(status, headers, body, route, None, tenant)
 
 
 def _server_timing(header: str, name: str) -> float | None:

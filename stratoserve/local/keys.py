@@ -5,7 +5,7 @@ where `stratoserve keys` creates and revokes them, plus where the dev key comes 
 from __future__ import annotations
 
 import hashlib
-import hmac
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from stratoserve.keys import LocalKeyStore
+    from stratoserve.local.throttling import PlanLimits
+
+logger = logging.getLogger("stratoserve.gateway")
 
 DEV_KEY_ENV = "STRATOSERVE_DEV_API_KEY"
 DEV_TENANT = "dev"
@@ -56,10 +60,15 @@ class GatewayKeys:
 
     def lookup(self, value: str) -> ApiKey | None:
         self._reload_if_changed()
-        key = self._keys.get(value)
-        if key is None or not hmac.compare_digest(key.value.encode(), value.encode()):
-            return None
-        return key
+        return self._keys.get(value)
+
+    def quota_owners(self, plans: Mapping[str, PlanLimits]) -> dict[str, tuple[str, PlanLimits]]:
+        """Each enabled key's usage id -> its tenant and plan limits."""
+        return {
+            key_id_for(key.value): (key.tenant, plans[key.plan])
+            for key in self._keys.values()
+            if key.plan is not None and key.plan in plans
+        }
 
     def reload(self) -> None:
         keys: dict[str, ApiKey] = {}
@@ -80,9 +89,15 @@ class GatewayKeys:
             changed = self._store.path.stat().st_mtime_ns
         except FileNotFoundError:
             changed = None
-        if changed != self._seen:
-            self._seen = changed
+        if changed == self._seen:
+            return
+        try:
             self.reload()
+        except Exception as error:
+            # Keep serving with the keys we have and try again on the next request.
+            logger.error("cannot reload API keys from the local API Gateway: %s", error)
+            return
+        self._seen = changed
 
 
 def resolve_dev_key(explicit: str | None, state_dir: Path) -> tuple[str, str]:

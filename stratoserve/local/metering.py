@@ -36,6 +36,8 @@ class Exchange:
     version: str | None = None
     model_ms: float | None = None
     init_ms: float | None = None
+    admitted: bool = False
+    """Passed the key and plan checks: what API Gateway counts against the quota."""
 
 
 class Meter:
@@ -91,7 +93,7 @@ class Meter:
         if exchange.function and exchange.init_ms is not None:
             self._cold_starts.labels(exchange.function).inc()
             self._init.labels(exchange.function).observe(exchange.init_ms / 1000)
-        if exchange.tenant and exchange.status < 400:
+        if exchange.tenant and exchange.admitted:
             figures = self.usage.setdefault(exchange.tenant, {"requests": 0, "model_ms": 0.0})
             figures["requests"] += 1
             figures["model_ms"] += exchange.model_ms or 0.0

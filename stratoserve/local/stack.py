@@ -18,7 +18,7 @@ from stratoserve.declaration import load_declaration, models_dir
 from stratoserve.declaration.loader import MODELS_DIR_ENV
 from stratoserve.declaration.schema import HTTP_HANDLER
 from stratoserve.keys import KeysError, KeyService, LocalKeyStore, StoredKey
-from stratoserve.local.aws import LocalAws, function_environment
+from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
 from stratoserve.local.gateway import Gateway
@@ -132,19 +132,23 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
     sock = bind(options.host, options.port)
     project_root = options.config.resolve().parent
     aws = LocalAws()
-    aws_url = aws.start()
-    pools = {
-        name: FunctionPool(config, cwd=project_root)
-        for name, config in function_configs(
-            declaration, options.config, function_environment(aws_url)
-        ).items()
-    }
+    pools: dict[str, FunctionPool] = {}
     record = options.state_dir / "stack.json"
     flushing: asyncio.Task[None] | None = None
     try:
-        keys = await asyncio.to_thread(
-            _local_keys, declaration, aws_url, options.state_dir, options.api_key
-        )
+        try:
+            aws_url = aws.start()
+            keys = await asyncio.to_thread(
+                _local_keys, declaration, aws_url, options.state_dir, options.api_key
+            )
+        except (LocalAwsError, KeysError) as error:
+            raise StackError(str(error)) from None
+        pools = {
+            name: FunctionPool(config, cwd=project_root)
+            for name, config in function_configs(
+                declaration, options.config, function_environment(aws_url)
+            ).items()
+        }
         # One warm environment per function before the first request, like provisioned
         # concurrency of 1; later environments cold-start on demand.
         started = await asyncio.gather(*(pool.prestart(1) for pool in pools.values()))
@@ -166,6 +170,8 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
             limiter=UsageLimiter(counters=counters),
             meter=Meter(restored),
         )
+        # Every key's quota is reported by `keys usage`, not only those used since start.
+        gateway.quotas.update(keys.quota_owners(gateway.plans))
         flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
         config = uvicorn.Config(
             gateway,
@@ -214,14 +220,19 @@ def _local_keys(declaration: Declaration, aws_url: str, state: Path, dev_key: st
     service = KeyService(client, project=declaration.project.name)
     service.ensure_plans(declaration)
     store = LocalKeyStore(state)
-    store.save(_with_dev_key(store.load(), dev_key, declaration.most_generous_plan()))
-    for stored in store.load():
+    stored_keys = _with_dev_key(store.load(), dev_key, declaration.most_generous_plan())
+    restored = []
+    for stored in stored_keys:
         try:
             service.create(stored.tenant, stored.plan, value=stored.key)
             if not stored.enabled:
                 service.revoke(stored.tenant)
+            restored.append(stored)
         except KeysError as error:
+            # Kept, but disabled: a later key of the tenant must not lose to this one.
             logger.warning("key of tenant %s not restored: %s", stored.tenant, error)
+            restored.append(replace(stored, enabled=False))
+    store.save(restored)
     keys = GatewayKeys(client, store)
     keys.reload()
     return keys

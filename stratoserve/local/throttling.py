@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, get_args
 
+from stratoserve.declaration.schema import QUOTA_MAX_OFFSET
+
 Clock = Callable[[], float]
 Period = Literal["DAY", "WEEK", "MONTH"]
 Decision = Literal["admitted", "throttled", "quota_exceeded"]
-
-# Highest offset API Gateway accepts per period; MONTH stops at 27 so the period's first
-# day (1 + offset) exists in every month, February included.
-_MAX_OFFSET: dict[str, int] = {"DAY": 0, "WEEK": 6, "MONTH": 27}
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class Quota:
             raise ValueError(f"quota period must be DAY, WEEK or MONTH, got {self.period!r}")
         if self.limit < 0:
             raise ValueError(f"quota limit must be >= 0, got {self.limit!r}")
-        highest = _MAX_OFFSET[self.period]
+        highest = QUOTA_MAX_OFFSET[self.period]
         if not 0 <= self.offset <= highest:
             raise ValueError(
                 f"quota offset for a {self.period} period must be in 0..{highest}, "

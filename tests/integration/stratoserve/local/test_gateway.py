@@ -174,3 +174,16 @@ def test_a_plan_throttles_then_limits_with_api_gateways_bodies() -> None:
     assert throttled[2].headers["x-amzn-errortype"] == "TooManyRequestsException"
     assert [answer.status_code for answer in limited] == [200, 200, 200, 429]
     assert limited[3].content == b'{"message":"Limit Exceeded"}'
+
+
+def test_a_key_on_no_declared_plan_is_forbidden() -> None:
+    other_plans = {"other": PlanLimits(throttle=Throttle(rate=1, burst=5))}
+
+    async def one(client: httpx.AsyncClient, gateway: Gateway) -> tuple[httpx.Response, int]:
+        return await _post(client, "/echo"), gateway.pools["echo"].cold_starts
+
+    answer, environments_started = _with_gateway(one, other_plans)
+
+    assert answer.status_code == 403
+    assert answer.content == b'{"message":"Forbidden"}'
+    assert environments_started == 0
