@@ -21,7 +21,8 @@ from stratoserve import __version__
 from stratoserve.declaration import DeclarationError, default_path, load_declaration
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
 
     from stratoserve.declaration import Declaration
     from stratoserve.keys import KeyService, LocalKeyStore
@@ -98,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(command=_models_build)
     _keys_parser(commands)
     return parser
+
+
+def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (the gateway's per-request overhead is mostly the event
+    loop's), the standard loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -261,7 +273,7 @@ def _dev(arguments: argparse.Namespace) -> int:
         console.file.flush()
 
     try:
-        asyncio.run(serve(options, on_ready=ready))
+        _run_event_loop(serve(options, on_ready=ready))
     except StackError as error:
         raise UsageError(str(error)) from None
     except InvocationError as error:

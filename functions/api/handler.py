@@ -12,13 +12,14 @@ from mangum import Mangum
 
 from functions.api.app import create_app
 from functions.runtime.environment import get_environment
-from functions.runtime.observability import logger
+from functions.runtime.observability import logger, record_cold_start
 from functions.runtime.warmup import answer_warmup, is_warmup
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 environment = get_environment()
+record_cold_start(environment.function_name)
 asgi_handler = Mangum(create_app(environment.declaration), lifespan="off")
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.runtime.models import LoadedModel, ModelKey, load_model
-from functions.runtime.observability import logger
+from functions.runtime.observability import logger, record_model_load
 from functions.runtime.session_cache import SessionCache
 from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
@@ -103,6 +103,7 @@ class ExecutionEnvironment:
             "model loaded",
             extra={"model": key.name, "version": key.version, "load_ms": round(loaded.load_ms, 1)},
         )
+        record_model_load(key.name, key.version, loaded.load_ms)
         return loaded
 
 

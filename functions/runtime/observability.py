@@ -1,12 +1,15 @@
-"""Structured logging shared by every function (Powertools Logger, JSON on stdout)."""
+"""Structured logs and metrics shared by every function: Powertools Logger (JSON lines)
+and Metrics (CloudWatch embedded metric format, also JSON lines on stdout)."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 
 def _serialize(record: Any) -> str:
@@ -14,8 +17,62 @@ def _serialize(record: Any) -> str:
     return orjson.dumps(record, default=str).decode()
 
 
-# Powertools reads POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL itself; the default
-# service name keeps local runs and tests readable without any environment set.
-logger = Logger(
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME", "stratoserve"), json_serializer=_serialize
-)
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "stratoserve")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "stratoserve")
+
+# Powertools reads POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL itself; the defaults
+# keep local runs and tests readable without any environment set.
+logger = Logger(service=SERVICE, json_serializer=_serialize)
+
+
+def prediction_metrics(
+    model: str, version: str, model_ms: float, tenant: str | None
+) -> dict[str, Any]:
+    """The request's metrics in CloudWatch's embedded metric format, as fields of the
+    request's own log line: one JSON line per request carries both, so a metric costs no
+    second line and no second serialisation. The tenant rides along as a property, not a
+    dimension: one metric series per tenant would cost per series."""
+    fields: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["service", "model", "version"]],
+                    "Metrics": [
+                        {"Name": "Predictions", "Unit": "Count"},
+                        {"Name": "ModelTime", "Unit": "Milliseconds"},
+                    ],
+                }
+            ],
+        },
+        "model": model,
+        "version": version,
+        "Predictions": 1,
+        "ModelTime": round(model_ms, 3),
+    }
+    if tenant is not None:
+        fields["tenant"] = tenant
+    return fields
+
+
+def record_model_load(model: str, version: str, load_ms: float) -> None:
+    # At init, outside any invocation: written at once, with its own dimensions.
+    with single_metric(
+        name="ModelLoadTime",
+        unit=MetricUnit.Milliseconds,
+        value=load_ms,
+        namespace=NAMESPACE,
+    ) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+        metric.add_dimension(name="model", value=model)
+        metric.add_dimension(name="version", value=version)
+
+
+def record_cold_start(function: str) -> None:
+    """One per execution environment, written at init: the cold starts of a function."""
+    with single_metric(
+        name="ColdStart", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+    ) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+        metric.add_dimension(name="function_name", value=function)

@@ -18,7 +18,7 @@ from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
 from functions.runtime.models import InputError
-from functions.runtime.observability import logger
+from functions.runtime.observability import logger, prediction_metrics
 from functions.runtime.tenants import Tenant
 
 if TYPE_CHECKING:
@@ -97,11 +97,9 @@ async def predict(
     logger.info(
         "predict",
         extra={
-            "model": key.name,
-            "version": key.version,
+            **prediction_metrics(key.name, key.version, model_ms, tenant.name if tenant else None),
             "api_version": api_version,
             "inputs": len(inputs),
-            "model_ms": round(model_ms, 3),
         },
     )
     headers, deprecation = lifecycle(

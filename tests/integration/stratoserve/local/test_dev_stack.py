@@ -242,20 +242,29 @@ def test_a_killed_environment_is_replaced_by_a_cold_start(stack: Stack) -> None:
     assert not set(stack.environments("digits")) & set(victims)
 
 
-def test_function_logs_carry_context_and_never_the_key(stack: Stack) -> None:
-    stack.post("/v2/predict/embed", {"inputs": ["log me"]})
-    time.sleep(0.3)
+def test_function_logs_and_metrics_carry_context_and_never_the_key(stack: Stack) -> None:
+    assert stack.post("/v2/predict/embed", {"inputs": ["log me"]}).status_code == 200
 
-    lines = [
-        json.loads(line) for line in stack.log.read_text().splitlines() if line.startswith("{")
-    ]
-    predicts = [line for line in lines if line.get("message") == "predict"]
+    def lines() -> list[dict[str, Any]]:
+        text = stack.log.read_text().splitlines()
+        return [json.loads(line) for line in text if line.startswith("{")]
 
-    assert predicts
-    last = predicts[-1]
-    for field in ("request_id", "model", "version", "cold_start", "function_name"):
+    deadline = time.monotonic() + 10  # the function's stdout reaches the file a bit later
+    while not any("ModelTime" in line for line in lines()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logged = lines()
+    last = [line for line in logged if line.get("message") == "predict"][-1]
+    for field in ("request_id", "model", "version", "cold_start", "function_name", "tenant"):
         assert field in last
-    assert KEY not in "\n".join(json.dumps(line) for line in lines)
+    assert last["tenant"] == "dev"
+    # CloudWatch embedded metric format: per model and version, the tenant as a property.
+    emf = [line for line in logged if "ModelTime" in line][-1]
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    assert {"Name": "ModelTime", "Unit": "Milliseconds"} in directive["Metrics"]
+    assert sorted(directive["Dimensions"][0]) == ["model", "service", "version"]
+    assert (emf["model"], emf["tenant"]) == ("embed", "dev")
+    assert any("ModelLoadTime" in line for line in logged)
+    assert KEY not in "\n".join(json.dumps(line) for line in logged)
 
 
 def _cli(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
