@@ -115,6 +115,8 @@ class Gateway:
         await _send(send, answer)
         seconds = time.perf_counter() - started
         self._record(answer, seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return  # --quiet: not even the arguments are formatted
         access_log.info(
             "%s %s %d %.1f ms%s%s",
             scope["method"],
