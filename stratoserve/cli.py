@@ -364,6 +364,14 @@ def _keys_usage(arguments: argparse.Namespace) -> int:
     if arguments.json:
         console.print_json(data=tenants)
         return 0
+    if not tenants:
+        who = f"tenant {arguments.tenant}" if arguments.tenant else "any tenant"
+        console.print(
+            f"no usage recorded for {who} yet: the local stack writes it while "
+            "`stratoserve dev` serves keyed requests",
+            highlight=False,
+        )
+        return 0
     table = Table("tenant", "requests", "model ms", "quota used", "resets at")
     for name, figures in sorted(tenants.items()):
         quota = figures.get("quota")
