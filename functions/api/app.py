@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from functions.api.errors import error_response, install_error_handlers
-from functions.api.routes import health, models, predict
+from functions.api.routes import health, jobs, models, predict
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class RequestContextMiddleware:
         event = scope.get("aws.event") or {}
         request_id = (event.get("requestContext") or {}).get("requestId") or str(uuid.uuid4())
         logger.append_keys(request_id=request_id)
+        # The request id is also a job's correlation id: it follows the job through SQS.
+        scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         if len(scope["path"]) > 1 and scope["path"].endswith("/"):
             scope = {**scope, "path": scope["path"].rstrip("/") or "/"}
@@ -64,7 +66,7 @@ def create_app(declaration: Declaration) -> FastAPI:
     """The app's routes are literal, one per declared resource, like API Gateway's."""
     app = FastAPI(
         title=declaration.project.name,
-        summary="AI inference API: predict with declared ONNX models.",
+        summary="AI inference API: predict with declared ONNX models, inline or as jobs.",
         version="1",
         # A redirect would point at the function's own view of the URL (no stage prefix,
         # wrong scheme); the middleware drops trailing slashes instead.
@@ -73,6 +75,7 @@ def create_app(declaration: Declaration) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router(declaration))
     app.include_router(predict.router(declaration))
+    app.include_router(jobs.router(declaration))
     install_error_handlers(app, declaration)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -13,14 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from functions.runtime.aws import AwsClients
+from functions.runtime.callbacks import CallbackSender
+from functions.runtime.job_service import JobService, JobsUnavailable
 from functions.runtime.models import LoadedModel, ModelKey, load_model
 from functions.runtime.observability import logger, record_model_load
 from functions.runtime.session_cache import SessionCache
 from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
+from stratoserve.declaration.schema import WORKER_FUNCTION
 
 if TYPE_CHECKING:
     from stratoserve.declaration import Declaration, FunctionSpec, PlanSpec
@@ -35,6 +39,13 @@ class Settings(BaseSettings):
     function: str = API_FUNCTION
     config: Path = Path("stratoserve.toml")
     memory_mb: int | None = Field(default=None, alias="AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    jobs_table: str | None = None
+    jobs_bucket: str | None = None
+    jobs_queue_url: str | None = None
+    callback_signing_key: SecretStr | None = None
+    """Locally: the key tenants' callback secrets derive from (the local stack sets it)."""
+    callback_secret_arn: str | None = None
+    """On AWS: the Secrets Manager secret that holds that key."""
 
 
 @lru_cache
@@ -54,6 +65,7 @@ class ExecutionEnvironment:
         function: str,
         *,
         memory_mb: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if function not in declaration.functions:
             known = ", ".join(sorted(declaration.functions))
@@ -69,14 +81,75 @@ class ExecutionEnvironment:
         budget = int(self.memory_mb * declaration.runtime.model_memory_fraction) << 20
         self.cache = SessionCache(load=self._load, budget_bytes=budget)
         self.tenants = TenantDirectory()
+        self.settings = settings or Settings()
+        self.aws = AwsClients()
+        self._jobs: JobService | None = None
+
+    @property
+    def jobs(self) -> JobService:
+        """The job store and queue, built on first use (boto3 is imported then)."""
+        if self._jobs is None:
+            from functions.runtime.job_queue import JobQueue
+            from functions.runtime.job_store import JobStore
+
+            settings = self.settings
+            missing = [
+                f"STRATOSERVE_{name.upper()}"
+                for name in ("jobs_table", "jobs_bucket", "jobs_queue_url")
+                if not getattr(settings, name)
+            ]
+            if missing:
+                raise JobsUnavailable(
+                    f"jobs are not set up for this function ({', '.join(missing)} unset)"
+                )
+            assert settings.jobs_table and settings.jobs_bucket and settings.jobs_queue_url
+            jobs = self.declaration.jobs
+            store = JobStore(
+                table=settings.jobs_table,
+                bucket=settings.jobs_bucket,
+                dynamodb=self.aws.dynamodb,
+                s3=self.aws.s3,
+                ttl_days=jobs.ttl_days,
+                result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
+                max_receive_count=jobs.max_receive_count,
+            )
+            queue = JobQueue(queue_url=settings.jobs_queue_url, sqs=self.aws.sqs)
+            self._jobs = JobService(store=store, queue=queue)
+        return self._jobs
+
+    def callback_sender(self) -> CallbackSender:
+        return CallbackSender(self._signing_key, attempts=self.declaration.jobs.callback_attempts)
+
+    def _signing_key(self) -> bytes:
+        """The callback signing key: from the environment locally, from Secrets Manager
+        on AWS (fetched on the first callback, not at init)."""
+        if self.settings.callback_signing_key is not None:
+            return self.settings.callback_signing_key.get_secret_value().encode()
+        if self.settings.callback_secret_arn:
+            secret = self.aws.client("secretsmanager").get_secret_value(
+                SecretId=self.settings.callback_secret_arn
+            )
+            key: str = secret["SecretString"]
+            self.settings.callback_signing_key = SecretStr(key)
+            return key.encode()
+        raise RuntimeError(
+            "no callback signing key: set STRATOSERVE_CALLBACK_SIGNING_KEY or "
+            "STRATOSERVE_CALLBACK_SECRET_ARN"
+        )
 
     def served_keys(self) -> list[ModelKey]:
-        """The versions of this function's models that some API version serves."""
+        """The versions of this function's models that some API version serves (the
+        worker's models are all of them: it runs every model's jobs)."""
+        models = (
+            set(self.declaration.models)
+            if self.function_name == WORKER_FUNCTION
+            else set(self.function.models)
+        )
         keys = {
             ModelKey(model, version)
             for spec in self.declaration.api.values()
             for model, version in spec.models.items()
-            if model in self.function.models
+            if model in models
         }
         return sorted(keys, key=str)
 
@@ -112,7 +185,11 @@ def get_environment() -> ExecutionEnvironment:
     settings = get_settings()
     declaration = load_declaration(settings.config)
     environment = ExecutionEnvironment(
-        declaration, settings.config, settings.function, memory_mb=settings.memory_mb
+        declaration,
+        settings.config,
+        settings.function,
+        memory_mb=settings.memory_mb,
+        settings=settings,
     )
     environment.cache.preload(environment.served_keys())
     return environment

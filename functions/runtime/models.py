@@ -141,13 +141,7 @@ class Classifier:
     def check(self, inputs: list[Any]) -> np.ndarray:
         import numpy as np
 
-        for index, row in enumerate(inputs):
-            if not isinstance(row, list) or not all(_is_number(value) for value in row):
-                raise InputError(f"inputs[{index}]: expected a list of numbers")
-            if self.features is not None and len(row) != self.features:
-                raise InputError(
-                    f"inputs[{index}]: expected {self.features} numbers, got {len(row)}"
-                )
+        check_rows(inputs, self.features)
         with np.errstate(over="ignore"):  # overflow is checked just below, per row
             rows = np.asarray(inputs, dtype=np.float32)
         finite = np.isfinite(rows).all(axis=1)
@@ -173,12 +167,7 @@ class Embedder:
         self._input_names = {model_input.name for model_input in session.get_inputs()}
 
     def check(self, inputs: list[Any]) -> list[str]:
-        for index, text in enumerate(inputs):
-            if not isinstance(text, str):
-                raise InputError(f"inputs[{index}]: expected a string, got {_json_type(text)}")
-            if not text.strip():
-                raise InputError(f"inputs[{index}]: text is empty")
-        return inputs
+        return check_texts(inputs)
 
     def run(self, checked: list[str]) -> np.ndarray:
         import numpy as np
@@ -192,6 +181,30 @@ class Embedder:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
         (embeddings,) = self._session.run(None, feeds)
         return embeddings  # type: ignore[no-any-return]  # an ndarray: orjson writes it as is
+
+
+def check_rows(inputs: list[Any], features: int | None = None) -> list[Any]:
+    """Rows of numbers (of `features` each, when the model's width is known)."""
+    for index, row in enumerate(inputs):
+        if not isinstance(row, list) or not all(_is_number(value) for value in row):
+            raise InputError(f"inputs[{index}]: expected a list of numbers")
+        if features is not None and len(row) != features:
+            raise InputError(f"inputs[{index}]: expected {features} numbers, got {len(row)}")
+    return inputs
+
+
+def check_texts(inputs: list[Any]) -> list[str]:
+    for index, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise InputError(f"inputs[{index}]: expected a string, got {_json_type(text)}")
+        if not text.strip():
+            raise InputError(f"inputs[{index}]: text is empty")
+    return inputs
+
+
+INPUT_CHECKS = {"classify": check_rows, "embed": check_texts}
+"""What a task's inputs must look like, checked without loading the model (a job is
+checked when it is submitted, by a function that has no model loaded)."""
 
 
 def _is_number(value: Any) -> bool:

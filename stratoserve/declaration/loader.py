@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from stratoserve.declaration.schema import (
     API_FUNCTION,
     QUOTA_MAX_OFFSET,
+    RESERVED_FUNCTIONS,
+    WORKER_FUNCTION,
     Declaration,
     FunctionSpec,
 )
@@ -78,13 +80,14 @@ def models_dir(declaration: Declaration, source: Path) -> Path:
 
 def _with_default_functions(declaration: Declaration) -> Declaration:
     """Give every model that no function claims a function of its own, named after it, so a
-    cold start loads only that model; and make sure the `api` function exists."""
+    cold start loads only that model; and make sure the `api` and `worker` functions exist."""
     functions = dict(declaration.functions)
     claimed = {model for function in functions.values() for model in function.models}
     for model in declaration.models:
         if model not in claimed:
             functions[model] = FunctionSpec(models=[model])
     functions.setdefault(API_FUNCTION, FunctionSpec(memory_mb=512))
+    functions.setdefault(WORKER_FUNCTION, FunctionSpec(memory_mb=2048, timeout_s=60))
     return declaration.model_copy(update={"functions": functions})
 
 
@@ -105,8 +108,8 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
 
     claimed = {model for function in declaration.functions.values() for model in function.models}
     for model in models:
-        if model == API_FUNCTION:
-            yield f"models.{model}: the name {API_FUNCTION} is reserved for the api function"
+        if model in RESERVED_FUNCTIONS:
+            yield f"models.{model}: the name {model} is reserved for the {model} function"
         elif model not in claimed and model in declaration.functions:
             # Its default function would take this name, which a declared function holds.
             yield (
@@ -118,6 +121,11 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
     for name, function in declaration.functions.items():
         if name == API_FUNCTION and function.models:
             yield f"functions.{API_FUNCTION}.models: the api function serves no models"
+        if name == WORKER_FUNCTION and function.models:
+            yield (
+                f"functions.{WORKER_FUNCTION}.models: the worker runs every model's jobs; "
+                "leave models out"
+            )
         for model in function.models:
             if model not in models:
                 yield f"functions.{name}.models: unknown model {model}{_suggest(model, models)}"
@@ -139,6 +147,7 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
             yield f"routing.{model}: unknown model{_suggest(model, models)}"
 
     yield from _plan_problems(declaration)
+    yield from _jobs_problems(declaration)
 
     artifacts: dict[str, str] = {}
     for name, model_spec in models.items():
@@ -172,6 +181,25 @@ def _plan_problems(declaration: Declaration) -> Iterator[str]:
             most = QUOTA_MAX_OFFSET[plan.quota.period]
             allowed = f"0..{most}" if most else "0"
             yield f"plans.{name}.quota.offset: must be {allowed} for a {plan.quota.period} period"
+
+
+def _jobs_problems(declaration: Declaration) -> Iterator[str]:
+    jobs = declaration.jobs
+    if jobs.batch_size > 10 and jobs.batching_window_s < 1:
+        yield "jobs.batching_window_s: must be at least 1 when batch_size is over 10 (AWS's rule)"
+    worker = declaration.functions.get(WORKER_FUNCTION)
+    timeout = worker.timeout_s if worker else 60
+    if jobs.visibility_timeout_s is not None and jobs.visibility_timeout_s < 6 * timeout:
+        yield (
+            f"jobs.visibility_timeout_s: must be at least {6 * timeout} (6x functions.worker."
+            "timeout_s), or a slow batch is delivered twice"
+        )
+    for model, routing in declaration.routing.items():
+        if routing.job_max_inputs < routing.inline_max_inputs:
+            yield (
+                f"routing.{model}.job_max_inputs: must be at least inline_max_inputs "
+                f"({routing.inline_max_inputs})"
+            )
 
 
 def _describe(detail: ErrorDetails) -> str:

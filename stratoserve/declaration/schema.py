@@ -17,10 +17,17 @@ ApiVersionKey = Annotated[str, Field(pattern=r"^v[0-9]+$")]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 
 API_FUNCTION = "api"
-"""The function that answers everything but predict: health, model listings (and jobs)."""
+"""The function that answers everything but predict: health, model listings and jobs."""
+
+WORKER_FUNCTION = "worker"
+"""The SQS consumer that runs every model's jobs."""
+
+RESERVED_FUNCTIONS = (API_FUNCTION, WORKER_FUNCTION)
 
 HTTP_HANDLER = "functions.api.handler.handler"
 """The Lambda handler of every HTTP-facing function (the api function and each model's)."""
+
+WORKER_HANDLER = "functions.worker.handler.handler"
 
 
 class Strict(BaseModel):
@@ -112,7 +119,31 @@ class PlanSpec(Strict):
 
 class RoutingSpec(Strict):
     inline_max_inputs: Annotated[int, Field(ge=1)] = 64
-    """Above this many inputs a predict request is refused (413) instead of run inline."""
+    """Above this many inputs a predict request becomes a job (202) instead of running inline."""
+    job_max_inputs: Annotated[int, Field(ge=1)] = 10_000
+    """Above this many inputs a job is refused (413): the worker must finish it in time."""
+
+
+class JobsSpec(Strict):
+    """The asynchronous path: the SQS queue, the worker's event source mapping, the store."""
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 10
+    """Records per worker invocation (the event source mapping's BatchSize)."""
+    batching_window_s: Annotated[int, Field(ge=0, le=300)] = 1
+    """How long the event source mapping gathers records before it invokes the worker."""
+    max_receive_count: Annotated[int, Field(ge=5, le=1000)] = 5
+    """Deliveries of a message before SQS moves it to the dead-letter queue."""
+    visibility_timeout_s: Annotated[int, Field(ge=0, le=43_200)] | None = None
+    """How long a delivered message stays hidden; default 6x the worker's timeout."""
+    retry_delay_s: Annotated[float, Field(ge=0, le=900)] = 2.0
+    """A failed record comes back after this, doubled per attempt (capped at the
+    visibility timeout), instead of after the whole visibility timeout."""
+    ttl_days: Annotated[int, Field(ge=1, le=365)] = 7
+    """Job records, idempotency keys and results expire after this many days."""
+    result_inline_max_kb: Annotated[int, Field(ge=1, le=300)] = 256
+    """Larger results go to S3 and the job answer carries a presigned URL."""
+    callback_attempts: Annotated[int, Field(ge=1, le=10)] = 5
+    """Deliveries of a job's callback before it is given up (backoff between them)."""
 
 
 class Declaration(Strict):
@@ -122,6 +153,7 @@ class Declaration(Strict):
     api: dict[ApiVersionKey, ApiVersionSpec] = Field(min_length=1)
     functions: dict[Name, FunctionSpec] = Field(default_factory=dict)
     routing: dict[str, RoutingSpec] = Field(default_factory=dict)
+    jobs: JobsSpec = Field(default_factory=JobsSpec)
     plans: dict[Name, PlanSpec] = Field(default_factory=dict)
 
     def function_for_model(self, model: str) -> str:
@@ -163,8 +195,18 @@ class Declaration(Strict):
         paths = []
         for api_version, spec in self.api.items():
             paths.append(f"/{api_version}/models")
+            paths.append(f"/{api_version}/jobs")
+            paths.append(f"/{api_version}/jobs/{{job_id}}")
             paths.extend(f"/{api_version}/predict/{model}" for model in spec.models)
         return paths
+
+    def visibility_timeout_s(self) -> int:
+        """The jobs queue's visibility timeout: declared, or 6x the worker's timeout (AWS's
+        advice for an SQS event source, so a slow batch is not delivered twice)."""
+        if self.jobs.visibility_timeout_s is not None:
+            return self.jobs.visibility_timeout_s
+        worker = self.functions.get(WORKER_FUNCTION)
+        return 6 * (worker.timeout_s if worker else FunctionSpec().timeout_s)
 
     def routing_for(self, model: str) -> RoutingSpec:
         return self.routing.get(model, RoutingSpec())

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from stratoserve.declaration import load_declaration, models_dir
 from stratoserve.declaration.loader import MODELS_DIR_ENV
-from stratoserve.declaration.schema import HTTP_HANDLER
+from stratoserve.declaration.schema import HTTP_HANDLER, WORKER_FUNCTION, WORKER_HANDLER
+from stratoserve.jobs import JobResources, create_job_resources
 from stratoserve.keys import KeysError, KeyService, LocalKeyStore, StoredKey
 from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
@@ -24,6 +25,7 @@ from stratoserve.local.environments import FunctionConfig, FunctionPool, close_a
 from stratoserve.local.gateway import Gateway
 from stratoserve.local.keys import DEV_TENANT, GatewayKeys
 from stratoserve.local.metering import Meter, UsageFile
+from stratoserve.local.poller import EventSourcePoller
 from stratoserve.local.routes import RouteTable
 from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
 
@@ -79,10 +81,14 @@ def missing_artifacts(declaration: Declaration, source: Path) -> list[str]:
 
 
 def function_configs(
-    declaration: Declaration, source: Path, aws: dict[str, str] | None = None
+    declaration: Declaration,
+    source: Path,
+    aws: dict[str, str] | None = None,
+    jobs: dict[str, str] | None = None,
 ) -> dict[str, FunctionConfig]:
     shared = {
         **(aws or {}),
+        **(jobs or {}),
         "STRATOSERVE_CONFIG": str(source.resolve()),
         MODELS_DIR_ENV: str(models_dir(declaration, source)),
         "POWERTOOLS_SERVICE_NAME": declaration.project.name,
@@ -91,7 +97,7 @@ def function_configs(
     return {
         name: FunctionConfig(
             name=name,
-            handler=HTTP_HANDLER,
+            handler=WORKER_HANDLER if name == WORKER_FUNCTION else HTTP_HANDLER,
             memory_mb=spec.memory_mb,
             timeout_s=spec.timeout_s,
             max_environments=spec.local_environments,
@@ -135,18 +141,26 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
     pools: dict[str, FunctionPool] = {}
     record = options.state_dir / "stack.json"
     flushing: asyncio.Task[None] | None = None
+    poller: EventSourcePoller | None = None
     try:
         try:
             aws_url = aws.start()
             keys = await asyncio.to_thread(
                 _local_keys, declaration, aws_url, options.state_dir, options.api_key
             )
+            resources = await asyncio.to_thread(
+                create_job_resources, declaration, lambda service: aws_client(service, aws_url)
+            )
         except (LocalAwsError, KeysError) as error:
             raise StackError(str(error)) from None
+        jobs_environment = {
+            **resources.environment(),
+            "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir),
+        }
         pools = {
             name: FunctionPool(config, cwd=project_root)
             for name, config in function_configs(
-                declaration, options.config, function_environment(aws_url)
+                declaration, options.config, function_environment(aws_url), jobs_environment
             ).items()
         }
         # One warm environment per function before the first request, like provisioned
@@ -173,6 +187,17 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         # Every key's quota is reported by `keys usage`, not only those used since start.
         gateway.quotas.update(keys.quota_owners(gateway.plans))
         flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
+        poller = EventSourcePoller(
+            sqs=aws_client("sqs", aws_url),
+            queue_url=resources.queue_url,
+            queue_arn=resources.queue_arn,
+            pool=pools[WORKER_FUNCTION],
+            batch_size=declaration.jobs.batch_size,
+            batching_window_s=declaration.jobs.batching_window_s,
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+            pollers=declaration.functions[WORKER_FUNCTION].local_environments,
+        )
+        poller.start()
         config = uvicorn.Config(
             gateway,
             log_level="warning",
@@ -183,10 +208,12 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        _write_record(record, url, aws_url, pools)
+        _write_record(record, url, aws_url, pools, resources)
         on_ready(url, init_ms)
         await server.serve(sockets=[sock])
     finally:
+        if poller is not None:
+            await poller.stop()
         if flushing is not None:
             flushing.cancel()
             usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
@@ -254,11 +281,36 @@ async def _flush_usage(usage_file: UsageFile, gateway: Gateway) -> None:
         usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
 
 
-def _write_record(record: Path, url: str, aws_url: str, pools: dict[str, FunctionPool]) -> None:
+def callback_signing_key(state: Path) -> str:
+    """The local stack's key for signing job callbacks, kept in the state directory (mode
+    600) so tenants' callback secrets survive restarts."""
+    import secrets
+
+    path = state / "callback-signing-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    state.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key)
+    return key
+
+
+def _write_record(
+    record: Path,
+    url: str,
+    aws_url: str,
+    pools: dict[str, FunctionPool],
+    resources: JobResources,
+) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     content = {
         "url": url,
         "aws_url": aws_url,
+        "jobs": resources.as_dict(),
         "pid": os.getpid(),
         "started_at": time.time(),
         "functions": sorted(pools),

@@ -1,4 +1,5 @@
-"""POST /{api_version}/predict/{model}: run a model inline on this function's CPU.
+"""POST /{api_version}/predict/{model}: run a model inline on this function's CPU; a
+request over the model's inline limit becomes a job (202), as POST /{api_version}/jobs.
 
 One literal route per declared (API version, model) pair, as on API Gateway: no path
 parameters to parse, and each route's OpenAPI entry names its model.
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Request
 from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
 from functions.api.responses import JSONResponse
+from functions.api.routes.jobs import enqueue
 from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
 from functions.runtime.models import InputError
@@ -79,13 +81,9 @@ async def predict(
     if plan is not None and tenant is not None and not plan.allows(model):
         raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
     inputs = _inputs(await request.body())
-    limit = environment.declaration.routing_for(model).inline_max_inputs
-    if len(inputs) > limit:
-        raise ApiError(
-            413,
-            f"{len(inputs)} inputs is more than the inline limit of {limit} for {model} "
-            f"(routing.{model}.inline_max_inputs); send at most {limit} per request",
-        )
+    if len(inputs) > environment.declaration.routing_for(model).inline_max_inputs:
+        # Too big to answer within the gateway's timeout: a job, answered 202 at once.
+        return await enqueue(api_version, model, inputs, request, environment, tenant)
     with environment.cache.use(key) as loaded:
         try:
             checked = loaded.runner.check(inputs)

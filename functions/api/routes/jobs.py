@@ -1,0 +1,260 @@
+"""/{api_version}/jobs: submit work too big for the inline path, follow it, cancel it.
+
+POST answers 202 at once with the job id; the worker runs the job from the SQS queue.
+Jobs are stored per tenant: another tenant's job id is a 404, exactly like an id that
+does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, Request
+
+from functions.api.dependencies import EnvironmentDep, TenantDep
+from functions.api.errors import ApiError
+from functions.api.responses import JSONResponse
+from functions.api.versioning import lifecycle, public_prefix
+from functions.runtime.job_service import IdempotencyConflict, JobsUnavailable
+from functions.runtime.job_store import JobNotCancellable
+from functions.runtime.job_view import job_view
+from functions.runtime.jobs import NO_TENANT
+from functions.runtime.models import INPUT_CHECKS, InputError
+from functions.runtime.observability import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from functions.runtime.environment import ExecutionEnvironment
+    from functions.runtime.job_store import JobStore
+    from functions.runtime.tenants import Tenant
+    from stratoserve.declaration import Declaration
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_SUBMIT_SCHEMA = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["model", "inputs"],
+                "properties": {
+                    "model": {"type": "string"},
+                    "inputs": {"type": "array", "minItems": 1},
+                    "callback_url": {"type": "string", "format": "uri"},
+                },
+            }
+        }
+    },
+}
+
+
+def router(declaration: Declaration) -> APIRouter:
+    routes = APIRouter(tags=["jobs"])
+    for api_version in declaration.api:
+        routes.add_api_route(
+            f"/{api_version}/jobs",
+            _submit_endpoint(api_version),
+            methods=["POST"],
+            status_code=202,
+            name=f"submit job ({api_version})",
+            summary="Submit a job: 202 with its id at once; the worker runs it",
+            openapi_extra={"requestBody": _SUBMIT_SCHEMA},
+        )
+        routes.add_api_route(
+            f"/{api_version}/jobs/{{job_id}}",
+            _show_endpoint(api_version),
+            methods=["GET"],
+            name=f"job ({api_version})",
+            summary="A job's status, and its result once it has succeeded",
+        )
+        routes.add_api_route(
+            f"/{api_version}/jobs/{{job_id}}",
+            _cancel_endpoint(api_version),
+            methods=["DELETE"],
+            name=f"cancel job ({api_version})",
+            summary="Cancel a job that is still queued",
+        )
+    return routes
+
+
+def _submit_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
+    async def submit(
+        request: Request, environment: EnvironmentDep, tenant: TenantDep
+    ) -> JSONResponse:
+        payload = _payload(await request.body())
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(422, '"model" must be the name of a model')
+        callback_url = payload.get("callback_url")
+        if callback_url is not None:
+            callback_url = _checked_callback_url(callback_url)
+        return await enqueue(
+            api_version,
+            model,
+            payload.get("inputs"),
+            request,
+            environment,
+            tenant,
+            callback_url=callback_url,
+        )
+
+    return submit
+
+
+async def enqueue(
+    api_version: str,
+    model: str,
+    inputs: Any,
+    request: Request,
+    environment: ExecutionEnvironment,
+    tenant: Tenant | None,
+    *,
+    callback_url: str | None = None,
+) -> JSONResponse:
+    """Check a job and queue it: 202 with its id (also the answer to a predict request too
+    big for the inline path)."""
+    declaration = environment.declaration
+    try:
+        version = declaration.served_version(api_version, model)
+    except LookupError as error:
+        raise ApiError(404, str(error)) from None
+    plan = environment.plan_of(tenant)
+    if plan is not None and tenant is not None and not plan.allows(model):
+        raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
+    if not isinstance(inputs, list):
+        raise ApiError(422, '"inputs" must be a list')
+    if not inputs:
+        raise ApiError(422, '"inputs" must not be empty')
+    limit = declaration.routing_for(model).job_max_inputs
+    if len(inputs) > limit:
+        raise ApiError(
+            413,
+            f"{len(inputs)} inputs is more than a job of {model} may carry ({limit}, "
+            f"routing.{model}.job_max_inputs); split it into several jobs",
+        )
+    try:
+        INPUT_CHECKS[declaration.models[model].task](inputs)
+    except InputError as error:
+        raise ApiError(422, str(error)) from None
+    idempotency_key = _idempotency_key(request)
+    try:
+        submission = environment.jobs.submit(
+            tenant=tenant.name if tenant else NO_TENANT,
+            api_version=api_version,
+            model=model,
+            version=version,
+            inputs=inputs,
+            correlation_id=request.state.request_id,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+        )
+    except IdempotencyConflict as error:
+        raise ApiError(422, str(error)) from None
+    except JobsUnavailable as error:
+        logger.error("job not accepted", extra={"error": str(error)})
+        raise ApiError(503, f"{error}; try again") from None
+    job = submission.job
+    logger.info(
+        "job accepted",
+        extra={
+            "job_id": job.job_id,
+            "model": model,
+            "version": version,
+            "inputs": len(inputs),
+            "replayed": submission.replayed,
+        },
+    )
+    status_url = f"{public_prefix(request)}/{api_version}/jobs/{job.job_id}"
+    headers, deprecation = lifecycle(
+        declaration, api_version, request.url.path, prefix=public_prefix(request), model=model
+    )
+    headers["location"] = status_url
+    if submission.replayed:
+        headers["idempotent-replayed"] = "true"
+    body: dict[str, Any] = {"job_id": job.job_id, "status": job.status, "status_url": status_url}
+    if deprecation:
+        body["deprecation"] = deprecation
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def _show_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
+    async def show(
+        request: Request, environment: EnvironmentDep, tenant: TenantDep
+    ) -> JSONResponse:
+        store = _store(environment)
+        job_id = request.path_params["job_id"]
+        job = store.get(tenant.name if tenant else NO_TENANT, job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id}")
+        headers, _ = lifecycle(
+            environment.declaration, api_version, request.url.path, prefix=public_prefix(request)
+        )
+        return JSONResponse(job_view(job, store, prefix=public_prefix(request)), headers=headers)
+
+    return show
+
+
+def _cancel_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
+    async def cancel(
+        request: Request, environment: EnvironmentDep, tenant: TenantDep
+    ) -> JSONResponse:
+        store = _store(environment)
+        job_id = request.path_params["job_id"]
+        try:
+            job = store.cancel(tenant.name if tenant else NO_TENANT, job_id)
+        except JobNotCancellable as error:
+            raise ApiError(409, str(error)) from None
+        if job is None:
+            raise ApiError(404, f"no job {job_id}")
+        logger.info("job cancelled", extra={"job_id": job_id})
+        headers, _ = lifecycle(
+            environment.declaration, api_version, request.url.path, prefix=public_prefix(request)
+        )
+        return JSONResponse(job_view(job, store, prefix=public_prefix(request)), headers=headers)
+
+    return cancel
+
+
+def _store(environment: ExecutionEnvironment) -> JobStore:
+    try:
+        return environment.jobs.store
+    except JobsUnavailable as error:
+        raise ApiError(503, str(error)) from None
+
+
+def _payload(raw: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, f"request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, 'request body must be a JSON object with "model" and "inputs"')
+    unknown = sorted(set(payload) - {"model", "inputs", "callback_url"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
+    return payload
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError(400, "Idempotency-Key must be 1 to 255 printable characters")
+    return key
+
+
+def _checked_callback_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ApiError(422, '"callback_url" must be a URL string')
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ApiError(422, '"callback_url" must be an absolute https:// URL')
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ApiError(422, '"callback_url" must use https (plain http only to localhost)')
+    return value

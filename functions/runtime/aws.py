@@ -1,0 +1,73 @@
+"""The one factory of AWS clients: each is built on first use, once per execution
+environment, and handed to the code that needs it (which also accepts a client of its own,
+as Powertools' persistence layers do).
+
+boto3 is imported here, on first use, never at init: the inline predict path of a model
+function does not pay for it. The endpoint comes from boto3's own configuration
+(`AWS_ENDPOINT_URL`, which the local stack sets to its moto server).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+# Fail fast inside a Lambda invocation: a few seconds per try, botocore's standard retries.
+_TIMEOUTS = {"connect_timeout": 2, "read_timeout": 10}
+_RETRIES = {"mode": "standard", "max_attempts": 3}
+
+
+def error_code(error: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError ("ConditionalCheckFailedException"),
+    None for anything else."""
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return str(code) if code is not None else None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log or a job's reason."""
+    code = error_code(error)
+    return f"{code}: {error}" if code else f"{type(error).__name__}: {error}"
+
+
+class AwsClients:
+    def __init__(self) -> None:
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                options: dict[str, Any] = {}
+                if service == "s3":
+                    # Path-style URLs work against every endpoint, moto's 127.0.0.1 included,
+                    # and are what presigned result URLs point at; SigV4 is what every
+                    # region accepts.
+                    options["s3"] = {"addressing_style": "path"}
+                    options["signature_version"] = "s3v4"
+                config = Config(**_TIMEOUTS, retries=_RETRIES, **options)
+                self._clients[service] = boto3.client(service, config=config)
+            return self._clients[service]
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.client("dynamodb")
+        return client
+
+    @property
+    def sqs(self) -> SQSClient:
+        client: SQSClient = self.client("sqs")
+        return client
+
+    @property
+    def s3(self) -> S3Client:
+        client: S3Client = self.client("s3")
+        return client

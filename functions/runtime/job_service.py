@@ -1,0 +1,117 @@
+"""Submitting jobs: a record in the store, then a message on the queue.
+
+The record is written first, with a conditional put, so that an Idempotency-Key claims its
+job exactly once; the message follows. A job whose message cannot be sent is failed with
+the reason at once, never left queued with nothing on the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from functions.runtime.aws import describe_error
+from functions.runtime.jobs import Job, JobMessage, JobStatus, new_job_id, request_hash
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from functions.runtime.job_queue import JobQueue
+    from functions.runtime.job_store import JobStore
+
+INLINE_INPUTS_MAX_BYTES = 192 * 1024
+"""Inputs up to this size travel in the SQS message; larger ones wait in S3 (SQS takes
+256 KiB in many tools and regions, 1 MiB at most)."""
+
+
+class JobsUnavailable(RuntimeError):
+    """The job path is not configured here, or AWS refused a call (503: try again)."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key names a job submitted with a different request (422)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    replayed: bool
+    """The Idempotency-Key named an existing job: nothing new was queued."""
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        queue: JobQueue,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self._clock = clock
+
+    def submit(
+        self,
+        *,
+        tenant: str,
+        api_version: str,
+        model: str,
+        version: str,
+        inputs: list[Any],
+        correlation_id: str,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        inputs_json = orjson.dumps(inputs)
+        now = self._clock()
+        job = Job(
+            tenant=tenant,
+            job_id=new_job_id(tenant, idempotency_key),
+            status=JobStatus.QUEUED,
+            model=model,
+            version=version,
+            api_version=api_version,
+            inputs=len(inputs),
+            correlation_id=correlation_id,
+            created_at=now,
+            updated_at=now,
+            expires_at=int(now + self.store.ttl_s),
+            request_hash=request_hash(model, version, inputs_json, callback_url),
+            callback_url=callback_url,
+        )
+        try:
+            stored, created = self.store.create(job)
+        except Exception as error:
+            raise JobsUnavailable(
+                f"the job store refused the job: {describe_error(error)}"
+            ) from None
+        if not created:
+            if stored.request_hash != job.request_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used for a different request "
+                    f"(job {stored.job_id}); use a new key for a new job"
+                )
+            return Submission(stored, replayed=True)
+        try:
+            message = JobMessage(
+                tenant=tenant,
+                job_id=job.job_id,
+                model=model,
+                version=version,
+                correlation_id=correlation_id,
+            )
+            if len(inputs_json) > INLINE_INPUTS_MAX_BYTES:
+                key = self.store.put_inputs(tenant, job.job_id, inputs_json)
+                message = replace(message, inputs_key=key)
+            else:
+                message = replace(message, inputs=inputs)
+            self.queue.send(message)
+        except Exception as error:
+            reason = f"the job could not be queued: {describe_error(error)}"
+            self.store.fail(tenant, job.job_id, reason)
+            raise JobsUnavailable(reason) from None
+        return Submission(stored, replayed=False)

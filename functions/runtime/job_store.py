@@ -1,0 +1,420 @@
+"""The job store: one DynamoDB item per job (partition key: the tenant, sort key: the job
+id, so a tenant can only ever read its own jobs), large inputs and results in S3.
+
+Every status change is a conditional write, so a status never goes backwards: a late or
+duplicate delivery of a finished job finds nothing to do, and of two workers racing on
+one job only the first result is stored. Records expire with DynamoDB's TTL; an expired
+record still waiting for TTL's sweep reads as gone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from functions.runtime.aws import error_code
+from functions.runtime.jobs import BACKEND_LAMBDA, Job, JobStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+
+class JobNotCancellable(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.job_id} is {job.status}; only a queued job can be cancelled")
+        self.job = job
+
+
+class JobInputsMissing(Exception):
+    """The inputs a message points at are not in the bucket (expired or deleted)."""
+
+
+# Numbers and strings of the record, by attribute; everything else is derived.
+_NUMBERS = (
+    "inputs",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "lease_until",
+    "result_bytes",
+    "redrives",
+)
+_STRINGS = (
+    "tenant",
+    "job_id",
+    "status",
+    "model",
+    "version",
+    "api_version",
+    "correlation_id",
+    "request_hash",
+    "backend",
+    "error",
+    "result",
+    "result_key",
+    "callback_url",
+)
+
+
+def _item(job: Job) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    for name in _STRINGS:
+        value = getattr(job, name)
+        if value is not None:
+            item[name] = {"S": str(value)}
+    for name in _NUMBERS:
+        value = getattr(job, name)
+        if value is not None:
+            item[name] = {"N": repr(value)}
+    if job.callback is not None:
+        item["callback"] = {"S": orjson.dumps(job.callback).decode()}
+    return item
+
+
+def _job(item: dict[str, Any]) -> Job:
+    fields: dict[str, Any] = {}
+    for name in _STRINGS:
+        if name in item:
+            fields[name] = item[name]["S"]
+    for name in _NUMBERS:
+        if name in item:
+            number = item[name]["N"]
+            fields[name] = float(number) if "." in number or "e" in number else int(number)
+    if "callback" in item:
+        fields["callback"] = orjson.loads(item["callback"]["S"])
+    fields["status"] = JobStatus(fields["status"])
+    fields.setdefault("backend", BACKEND_LAMBDA)
+    return Job(**fields)
+
+
+def _number(value: float) -> dict[str, str]:
+    return {"N": repr(value)}
+
+
+def _is_condition_failure(error: Exception) -> bool:
+    return error_code(error) == "ConditionalCheckFailedException"
+
+
+class JobStore:
+    def __init__(
+        self,
+        *,
+        table: str,
+        bucket: str,
+        dynamodb: DynamoDBClient,
+        s3: S3Client,
+        ttl_days: int,
+        result_inline_max_bytes: int,
+        max_receive_count: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.bucket = bucket
+        self._dynamodb = dynamodb
+        self._s3 = s3
+        self.ttl_s = ttl_days * 86_400
+        self.result_inline_max_bytes = result_inline_max_bytes
+        self.max_receive_count = max_receive_count
+        self._clock = clock
+
+    # -- records -------------------------------------------------------------------------
+
+    def create(self, job: Job) -> tuple[Job, bool]:
+        """Store a new job; if the id is taken (an idempotent replay), the stored job and
+        False."""
+        try:
+            self._dynamodb.put_item(
+                TableName=self.table,
+                Item=_item(job),
+                ConditionExpression="attribute_not_exists(job_id) OR expires_at < :now",
+                ExpressionAttributeValues={":now": _number(int(self._clock()))},
+            )
+        except Exception as error:
+            if not _is_condition_failure(error):
+                raise
+            existing = self._read(job.tenant, job.job_id)
+            if existing is None:  # expired between the two calls: try once more
+                return self.create(job)
+            return existing, False
+        return job, True
+
+    def get(self, tenant: str, job_id: str) -> Job | None:
+        job = self._read(tenant, job_id)
+        if job is None or job.status != JobStatus.RUNNING:
+            return job
+        return self._settle_abandoned(job)
+
+    def start(self, tenant: str, job_id: str, *, lease_s: float) -> Job | None:
+        """Claim a delivery of the job: running, one more attempt. None when there is
+        nothing to do (finished, cancelled, or no such job)."""
+        now = self._clock()
+        try:
+            answer = self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression=(
+                    "SET #status = :running, attempts = if_not_exists(attempts, :zero) + :one, "
+                    "started_at = if_not_exists(started_at, :now), lease_until = :lease, "
+                    "updated_at = :now"
+                ),
+                ConditionExpression="attribute_exists(job_id) AND #status IN (:queued, :running)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":running": {"S": JobStatus.RUNNING},
+                    ":queued": {"S": JobStatus.QUEUED},
+                    ":zero": _number(0),
+                    ":one": _number(1),
+                    ":now": _number(now),
+                    ":lease": _number(now + lease_s),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return None
+            raise
+        return _job(answer["Attributes"])
+
+    def succeed(self, job: Job, result: bytes) -> bool:
+        """Store the result and finish the job; False when it had already finished (a
+        duplicate delivery lost the race: its result is not stored)."""
+        values: dict[str, Any] = {
+            ":succeeded": {"S": JobStatus.SUCCEEDED},
+            ":running": {"S": JobStatus.RUNNING},
+            ":now": _number(self._clock()),
+        }
+        if len(result) <= self.result_inline_max_bytes:
+            stored = "#result = :result"
+            values[":result"] = {"S": result.decode()}
+        else:
+            key = self._put_result(job, result)
+            stored = "result_key = :key, result_bytes = :bytes"
+            values[":key"] = {"S": key}
+            values[":bytes"] = _number(len(result))
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(job.tenant, job.job_id),
+                UpdateExpression=(
+                    f"SET #status = :succeeded, finished_at = :now, updated_at = :now, {stored} "
+                    "REMOVE lease_until, #error"
+                ),
+                ConditionExpression="#status = :running",
+                ExpressionAttributeNames={
+                    "#status": "status",
+                    "#error": "error",
+                    **({"#result": "result"} if "#result" in stored else {}),
+                },
+                ExpressionAttributeValues=values,
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def fail(self, tenant: str, job_id: str, reason: str) -> bool:
+        """Finish the job as failed, with the reason; False when it had already finished."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET #status = :failed, #error = :reason, finished_at = :now, updated_at = :now "
+            "REMOVE lease_until",
+            "#status IN (:queued, :running)",
+            {
+                ":failed": {"S": JobStatus.FAILED},
+                ":reason": {"S": reason},
+                ":queued": {"S": JobStatus.QUEUED},
+                ":running": {"S": JobStatus.RUNNING},
+            },
+        )
+
+    def note_error(self, tenant: str, job_id: str, reason: str) -> bool:
+        """Why the last attempt of a running job failed (it will be retried)."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET #error = :reason, updated_at = :now",
+            "#status = :running",
+            {":reason": {"S": reason}, ":running": {"S": JobStatus.RUNNING}},
+        )
+
+    def cancel(self, tenant: str, job_id: str) -> Job | None:
+        """Cancel a queued job: the cancelled job, or None when there is no such job;
+        JobNotCancellable once it runs or has finished."""
+        cancelled = self._conditional_update(
+            tenant,
+            job_id,
+            "SET #status = :cancelled, finished_at = :now, updated_at = :now",
+            "#status = :queued",
+            {":cancelled": {"S": JobStatus.CANCELLED}, ":queued": {"S": JobStatus.QUEUED}},
+        )
+        job = self.get(tenant, job_id)
+        if job is not None and not cancelled:
+            raise JobNotCancellable(job)
+        return job
+
+    def requeue(self, tenant: str, job_id: str) -> bool:
+        """An operator's redrive: a failed (or abandoned running) job is queued again,
+        with a fresh count of attempts."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET #status = :queued, attempts = :zero, updated_at = :now, "
+            "redrives = if_not_exists(redrives, :zero) + :one "
+            "REMOVE #error, finished_at, lease_until, started_at",
+            "#status IN (:failed, :running)",
+            {
+                ":queued": {"S": JobStatus.QUEUED},
+                ":failed": {"S": JobStatus.FAILED},
+                ":running": {"S": JobStatus.RUNNING},
+                ":zero": _number(0),
+                ":one": _number(1),
+            },
+        )
+
+    def record_callback(self, tenant: str, job_id: str, outcome: dict[str, Any]) -> None:
+        self._dynamodb.update_item(
+            TableName=self.table,
+            Key=self._key(tenant, job_id),
+            UpdateExpression="SET callback = :outcome",
+            ExpressionAttributeValues={":outcome": {"S": orjson.dumps(outcome).decode()}},
+        )
+
+    def jobs(self, tenant: str | None = None, status: JobStatus | None = None) -> Iterator[Job]:
+        """A tenant's jobs (a query), or every tenant's (a scan: an operator's view)."""
+        options: dict[str, Any] = {"TableName": self.table}
+        if tenant is not None:
+            operation = "query"
+            options["KeyConditionExpression"] = "tenant = :tenant"
+            options["ExpressionAttributeValues"] = {":tenant": {"S": tenant}}
+        else:
+            operation = "scan"
+        paginator = self._dynamodb.get_paginator(operation)  # type: ignore[call-overload]
+        now = self._clock()
+        for page in paginator.paginate(**options):
+            for item in page.get("Items", []):
+                job = _job(item)
+                if job.expires_at < now or (status is not None and job.status != status):
+                    continue
+                yield self._settle_abandoned(job) if job.status == JobStatus.RUNNING else job
+
+    # -- payloads in S3 --------------------------------------------------------------------
+
+    def put_inputs(self, tenant: str, job_id: str, inputs_json: bytes) -> str:
+        key = f"inputs/{tenant}/{job_id}.json"
+        self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=inputs_json, ContentType="application/json"
+        )
+        return key
+
+    def inputs(self, key: str) -> list[Any]:
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as error:
+            if error_code(error) in ("NoSuchKey", "404"):
+                raise JobInputsMissing(f"the job's inputs ({key}) are not in the bucket") from None
+            raise
+        inputs: list[Any] = orjson.loads(body)
+        return inputs
+
+    def result_url(self, job: Job, expires_s: int = 3600) -> str:
+        assert job.result_key is not None
+        url: str = self._s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": job.result_key},
+            ExpiresIn=expires_s,
+        )
+        return url
+
+    def result(self, job: Job) -> bytes | None:
+        """The result's JSON, wherever it is stored."""
+        if job.result is not None:
+            return job.result.encode()
+        if job.result_key is None:
+            return None
+        body: bytes = self._s3.get_object(Bucket=self.bucket, Key=job.result_key)["Body"].read()
+        return body
+
+    def _put_result(self, job: Job, result: bytes) -> str:
+        key = f"results/{job.tenant}/{job.job_id}.json"
+        try:
+            # Written once: a duplicate delivery racing this one finds it there (412).
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=result,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except Exception as error:
+            if error_code(error) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise
+        return key
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _key(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return {"tenant": {"S": tenant}, "job_id": {"S": job_id}}
+
+    def _read(self, tenant: str, job_id: str) -> Job | None:
+        answer = self._dynamodb.get_item(
+            TableName=self.table, Key=self._key(tenant, job_id), ConsistentRead=True
+        )
+        item = answer.get("Item")
+        if item is None:
+            return None
+        job = _job(item)
+        return None if job.expires_at < self._clock() else job
+
+    def _settle_abandoned(self, job: Job) -> Job:
+        """A running job whose last allowed delivery ended without a word (the worker was
+        killed, or timed out) will never run again: SQS moves its message to the
+        dead-letter queue. Say so, rather than show it running forever."""
+        if (
+            job.attempts < self.max_receive_count
+            or job.lease_until is None
+            or job.lease_until > self._clock()
+        ):
+            return job
+        reason = (
+            f"no attempt finished: {job.attempts} deliveries, the last one abandoned"
+            f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
+            "dead-letter queue, where `stratoserve jobs redrive` retries it"
+        )
+        self.fail(job.tenant, job.job_id, reason)
+        return self._read(job.tenant, job.job_id) or job
+
+    def _conditional_update(
+        self,
+        tenant: str,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+    ) -> bool:
+        names = {"#status": "status"}
+        if "#error" in update:
+            names["#error"] = "error"
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(job_id) AND {condition}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**values, ":now": _number(self._clock())},
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True

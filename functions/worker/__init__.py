@@ -1,0 +1,1 @@
+"""The SQS consumer: runs jobs, a batch of records at a time."""
