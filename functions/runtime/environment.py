@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from functions.runtime.aws import AwsClients
 from functions.runtime.callbacks import CallbackSender
 from functions.runtime.job_service import JobService, JobsUnavailable
-from functions.runtime.models import LoadedModel, ModelKey, load_model
+from functions.runtime.models import LoadedModel, ModelKey, ModelUnavailableError, load_model
 from functions.runtime.observability import logger, record_model_load
 from functions.runtime.session_cache import SessionCache
 from functions.runtime.tenants import Tenant, TenantDirectory
@@ -100,7 +100,8 @@ class ExecutionEnvironment:
             ]
             if missing:
                 raise JobsUnavailable(
-                    f"jobs are not set up for this function ({', '.join(missing)} unset)"
+                    f"jobs are not set up for this function ({', '.join(missing)} unset)",
+                    retryable=False,
                 )
             assert settings.jobs_table and settings.jobs_bucket and settings.jobs_queue_url
             jobs = self.declaration.jobs
@@ -169,9 +170,11 @@ class ExecutionEnvironment:
         return self.declaration.plans.get(tenant.plan)
 
     def _load(self, key: ModelKey) -> LoadedModel:
-        loaded = load_model(
-            key, self.declaration.models[key.name], self.models_dir, self.declaration.runtime
-        )
+        spec = self.declaration.models.get(key.name)
+        if spec is None or key.version not in spec.versions:
+            # A job queued by a newer deploy, or a crafted message: not this declaration's.
+            raise ModelUnavailableError(f"model {key} is not declared here")
+        loaded = load_model(key, spec, self.models_dir, self.declaration.runtime)
         logger.info(
             "model loaded",
             extra={"model": key.name, "version": key.version, "load_ms": round(loaded.load_ms, 1)},

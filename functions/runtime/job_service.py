@@ -27,8 +27,16 @@ INLINE_INPUTS_MAX_BYTES = 192 * 1024
 256 KiB in many tools and regions, 1 MiB at most)."""
 
 
+NOT_QUEUED = "the job could not be queued"
+
+
 class JobsUnavailable(RuntimeError):
-    """The job path is not configured here, or AWS refused a call (503: try again)."""
+    """The job path is not configured here, or AWS refused a call (503); only the latter
+    is worth another try."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class IdempotencyConflict(Exception):
@@ -95,7 +103,16 @@ class JobService:
                     "this Idempotency-Key was used for a different request "
                     f"(job {stored.job_id}); use a new key for a new job"
                 )
-            return Submission(stored, replayed=True)
+            # A job whose message never reached the queue was answered 503 "try again":
+            # the retry, with the same key, queues it rather than replaying the failure.
+            never_queued = (
+                stored.status == JobStatus.FAILED
+                and stored.attempts == 0
+                and (stored.error or "").startswith(NOT_QUEUED)
+            )
+            if not never_queued or not self.store.requeue(tenant, stored.job_id):
+                return Submission(stored, replayed=True)
+            stored = self.store.get(tenant, stored.job_id) or stored
         try:
             message = JobMessage(
                 tenant=tenant,
@@ -111,7 +128,7 @@ class JobService:
                 message = replace(message, inputs=inputs)
             self.queue.send(message)
         except Exception as error:
-            reason = f"the job could not be queued: {describe_error(error)}"
+            reason = f"{NOT_QUEUED}: {describe_error(error)}"
             self.store.fail(tenant, job.job_id, reason)
             raise JobsUnavailable(reason) from None
         return Submission(stored, replayed=False)

@@ -135,7 +135,9 @@ class JobStore:
                 TableName=self.table,
                 Item=_item(job),
                 ConditionExpression="attribute_not_exists(job_id) OR expires_at < :now",
-                ExpressionAttributeValues={":now": _number(int(self._clock()))},
+                # The same comparison as _read's: a record that reads as gone can be replaced
+                # (an int here left a second in which neither was true, and create looped).
+                ExpressionAttributeValues={":now": _number(self._clock())},
             )
         except Exception as error:
             if not _is_condition_failure(error):

@@ -5,7 +5,8 @@
 - The batch's jobs are grouped by model version and run as one batched ONNX call per
   model (length-sorted chunks, so texts pad against texts of their own length); if the
   batched call fails, each job runs alone, so a record that fails fails alone.
-- Inputs a model refuses fail their job at once (retrying cannot fix them). Any other
+- Inputs a model refuses, or inputs gone from S3, fail their job at once (retrying cannot
+  fix them). Any other
   error fails the record: SQS delivers it again after a backoff, and on its last allowed
   delivery the job is marked failed with the reason as the message moves to the
   dead-letter queue.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from functions.runtime.aws import describe_error
+from functions.runtime.job_store import JobInputsMissing
 from functions.runtime.job_view import job_view
 from functions.runtime.jobs import JobMessage, JobStatus, MalformedMessage
 from functions.runtime.models import InputError, ModelKey
@@ -135,6 +137,9 @@ class JobWorker:
                 delivery.inputs = message.inputs
             else:
                 delivery.inputs = jobs.store.inputs(message.inputs_key or "")
+        except JobInputsMissing as error:
+            # S3 is strongly consistent: inputs that are not there will not appear.
+            self._finish_failed(delivery, str(error), jobs)
         except Exception as error:
             delivery.failure = describe_error(error)
         return delivery

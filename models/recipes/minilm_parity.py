@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from functions.runtime.models import Embedder
+from functions.runtime.models import Embedder, quantizes_activations
 from models.recipes.base import RecipeError, atomic_target
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def check(
 
     progress(f"checking {precision} parity on {len(PARITY_SENTENCES)} sentences")
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    embedder = Embedder(session, tokenizer)
+    # As the runtime runs it: a graph that quantizes activations runs one text at a time.
+    embedder = Embedder(session, tokenizer, one_text_per_run=quantizes_activations(model))
     # One padded batch through ONNX against unpadded single sentences through torch:
     # this checks padding invariance and truncation along with the numbers. The pair,
     # run again on its own, proves another batch size and sequence length work too.

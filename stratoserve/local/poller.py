@@ -16,6 +16,7 @@ worker function, against the local stack's SQS (moto).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -42,19 +43,32 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
         "body": message["Body"],
         "attributes": dict(message.get("Attributes", {})),
         "messageAttributes": {
-            name: {
-                "stringValue": value.get("StringValue"),
-                "binaryValue": value.get("BinaryValue"),
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": value["DataType"],
-            }
-            for name, value in message.get("MessageAttributes", {}).items()
+            name: _attribute(value) for name, value in message.get("MessageAttributes", {}).items()
         },
+        **(
+            {"md5OfMessageAttributes": message["MD5OfMessageAttributes"]}
+            if "MD5OfMessageAttributes" in message
+            else {}
+        ),
         "md5OfBody": message["MD5OfBody"],
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
         "awsRegion": region,
+    }
+
+
+def _attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """A message attribute as Lambda writes it: lower camel case, binary in base64."""
+    attribute: dict[str, Any] = {}
+    if "StringValue" in value:
+        attribute["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        attribute["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    return {
+        **attribute,
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": value["DataType"],
     }
 
 

@@ -7,6 +7,7 @@ does not exist.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
+from functions.runtime.aws import describe_error, error_code
 from functions.runtime.job_service import IdempotencyConflict, JobsUnavailable
 from functions.runtime.job_store import JobNotCancellable
 from functions.runtime.job_view import job_view
@@ -157,7 +159,7 @@ async def enqueue(
         raise ApiError(422, str(error)) from None
     except JobsUnavailable as error:
         logger.error("job not accepted", extra={"error": str(error)})
-        raise ApiError(503, f"{error}; try again") from None
+        raise ApiError(503, f"{error}; try again" if error.retryable else str(error)) from None
     job = submission.job
     logger.info(
         "job accepted",
@@ -188,7 +190,10 @@ def _show_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
     ) -> JSONResponse:
         store = _store(environment)
         job_id = request.path_params["job_id"]
-        job = store.get(tenant.name if tenant else NO_TENANT, job_id)
+        try:
+            job = store.get(tenant.name if tenant else NO_TENANT, job_id)
+        except Exception as error:
+            raise _unavailable(error) from None
         if job is None:
             raise ApiError(404, f"no job {job_id}")
         headers, _ = lifecycle(
@@ -209,6 +214,8 @@ def _cancel_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]
             job = store.cancel(tenant.name if tenant else NO_TENANT, job_id)
         except JobNotCancellable as error:
             raise ApiError(409, str(error)) from None
+        except Exception as error:
+            raise _unavailable(error) from None
         if job is None:
             raise ApiError(404, f"no job {job_id}")
         logger.info("job cancelled", extra={"job_id": job_id})
@@ -225,6 +232,14 @@ def _store(environment: ExecutionEnvironment) -> JobStore:
         return environment.jobs.store
     except JobsUnavailable as error:
         raise ApiError(503, str(error)) from None
+
+
+def _unavailable(error: Exception) -> Exception:
+    """An AWS refusal is a 503, as on submit; anything else stays an error (a 500)."""
+    if error_code(error) is None and not type(error).__module__.startswith("botocore"):
+        return error
+    logger.error("job store unavailable", extra={"error": describe_error(error)})
+    return ApiError(503, f"the job store could not be read: {describe_error(error)}; try again")
 
 
 def _payload(raw: bytes) -> dict[str, Any]:
@@ -257,4 +272,13 @@ def _checked_callback_url(value: Any) -> str:
         raise ApiError(422, '"callback_url" must be an absolute https:// URL')
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
         raise ApiError(422, '"callback_url" must use https (plain http only to localhost)')
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return value  # a host name
+    if not address.is_loopback and (
+        address.is_private or address.is_link_local or address.is_reserved
+    ):
+        # The worker would POST from inside the account's network: not to its neighbours.
+        raise ApiError(422, '"callback_url" must not point at a private or link-local address')
     return value

@@ -128,14 +128,18 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong(
     assert "Traceback" not in json.dumps(body)
 
 
-def test_too_many_inputs_for_the_inline_path_is_413(invoke: Any, declaration: Any) -> None:
+def test_too_many_inputs_for_the_inline_path_needs_the_job_path(
+    invoke: Any, declaration: Any
+) -> None:
+    # Over the inline limit a request becomes a job (tests/integration/functions/api/
+    # test_jobs.py); a function not told where the job store is says so, and never runs it.
     limit = declaration.routing_for("embed").inline_max_inputs
     event = rest_event("POST", "/v2/predict/embed", {"inputs": ["x"] * (limit + 1)})
 
     status, _, body = invoke("embed", event)
 
-    assert status == 413
-    assert f"inline limit of {limit}" in body["message"]
+    assert status == 503
+    assert "STRATOSERVE_JOBS_TABLE" in body["message"]
 
 
 def test_nan_is_refused_not_computed(invoke: Any) -> None:

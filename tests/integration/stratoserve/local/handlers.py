@@ -52,3 +52,19 @@ def proxy_echo(event: Any, context: Any) -> dict[str, Any]:
 def proxy_slow(event: Any, context: Any) -> dict[str, Any]:
     time.sleep(5)
     return {"statusCode": 200, "body": "late"}
+
+
+def fail_marked(event: Any, context: Any) -> dict[str, Any]:
+    """A worker with partial batch responses: the records whose body says "fail" fail."""
+    return {
+        "batchItemFailures": [
+            {"itemIdentifier": record["messageId"]}
+            for record in event["Records"]
+            if "fail" in record["body"]
+        ]
+    }
+
+
+def fail_a_stranger(event: Any, context: Any) -> dict[str, Any]:
+    """A partial batch response naming a record that is not in the batch."""
+    return {"batchItemFailures": [{"itemIdentifier": "not-a-record-of-this-batch"}]}

@@ -10,19 +10,27 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.integration.stratoserve.local.dev_stack import (
+    KEY,
+    Stack,
+    cli,
+    create_key,
+    start_stack,
+    stop_stack,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
-KEY = "local-dev-key-for-the-test-suite"
+    import httpx
+
 PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
 DIGIT_ZERO = [
     0,
@@ -90,61 +98,6 @@ DIGIT_ZERO = [
     0,
     0,
 ]
-
-
-class Stack:
-    def __init__(self, process: subprocess.Popen[str], url: str, log: Path, state: Path) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-        self.state = state
-        self.client = httpx.Client(base_url=url, timeout=60)
-
-    def post(self, path: str, body: Any, key: str | None = KEY) -> httpx.Response:
-        headers = {"x-api-key": key} if key else {}
-        return self.client.post(path, json=body, headers=headers)
-
-    def environments(self, function: str) -> list[int]:
-        """pids of the function's local execution environments."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = [int(pid) for pid in children.read_text().split()]
-        found = []
-        for pid in pids:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            if f"AWS_LAMBDA_FUNCTION_NAME={function}".encode() in environ:
-                found.append(pid)
-        return found
-
-
-def start_stack(state: Path) -> Stack:
-    """`stratoserve dev` on a free port with its state in `state`, once it serves."""
-    log = state / "dev.log"
-    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(state)}
-    with log.open("a") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stratoserve.cli", "dev", "--port", "0", "--api-key", KEY],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    record = state / "stack.json"
-    deadline = time.monotonic() + 180
-    while not record.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"stratoserve dev did not start:\n{log.read_text()}")
-        time.sleep(0.2)
-    return Stack(process, json.loads(record.read_text())["url"], log, state)
-
-
-def stop_stack(stack: Stack) -> None:
-    stack.process.send_signal(signal.SIGINT)
-    try:
-        stack.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        stack.process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -267,28 +220,9 @@ def test_function_logs_and_metrics_carry_context_and_never_the_key(stack: Stack)
     assert KEY not in "\n".join(json.dumps(line) for line in logged)
 
 
-def _cli(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(stack.state)}
-    return subprocess.run(
-        [sys.executable, "-m", "stratoserve.cli", *arguments],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def _create_key(stack: Stack, tenant: str, plan: str) -> dict[str, str]:
-    created = _cli(stack, "keys", "create", "--tenant", tenant, "--plan", plan, "--json")
-    assert created.returncode == 0, created.stderr
-    issued: dict[str, str] = json.loads(created.stdout)
-    return issued
-
-
 def test_free_and_pro_keys_behave_as_their_plans_say(stack: Stack) -> None:
-    free = _create_key(stack, "acme", "free")
-    pro = _create_key(stack, "globex", "pro")
+    free = create_key(stack, "acme", "free")
+    pro = create_key(stack, "globex", "pro")
     assert (free["tenant"], free["plan"]) == ("acme", "free")
 
     def burst(key: str) -> list[httpx.Response]:
@@ -322,13 +256,13 @@ def test_free_and_pro_keys_behave_as_their_plans_say(stack: Stack) -> None:
 
 
 def test_keys_are_listed_metered_and_revoked_at_once(stack: Stack) -> None:
-    issued = _create_key(stack, "initech", "pro")
+    issued = create_key(stack, "initech", "pro")
     for _ in range(3):
         assert (
             stack.post("/v2/predict/embed", {"inputs": ["x"]}, key=issued["key"]).status_code == 200
         )
 
-    listed = json.loads(_cli(stack, "keys", "list", "--json").stdout)
+    listed = json.loads(cli(stack, "keys", "list", "--json").stdout)
     mine = next(key for key in listed if key["tenant"] == "initech")
     assert (mine["plan"], mine["enabled"], mine["key_id"]) == ("pro", True, issued["key_id"])
     assert issued["key"] not in json.dumps(listed)
@@ -337,12 +271,12 @@ def test_keys_are_listed_metered_and_revoked_at_once(stack: Stack) -> None:
     deadline = time.monotonic() + 30  # the gateway writes usage every 2 s
     while usage.get("initech", {}).get("requests") != 3 and time.monotonic() < deadline:
         time.sleep(0.5)
-        usage = json.loads(_cli(stack, "keys", "usage", "--tenant", "initech", "--json").stdout)
+        usage = json.loads(cli(stack, "keys", "usage", "--tenant", "initech", "--json").stdout)
     assert usage["initech"]["requests"] == 3
     assert usage["initech"]["model_ms"] > 0
     assert usage["initech"]["quota"]["used"] == 3
 
-    revoked = _cli(stack, "keys", "revoke", "--tenant", "initech")
+    revoked = cli(stack, "keys", "revoke", "--tenant", "initech")
     assert revoked.returncode == 0, revoked.stderr
     after = stack.post("/v2/predict/embed", {"inputs": ["x"]}, key=issued["key"])
     assert after.status_code == 403
@@ -384,7 +318,7 @@ def test_the_cli_without_a_running_stack_says_what_to_do(tmp_path: Path) -> None
 def test_keys_and_quota_counters_survive_a_restart(built_models: Path, tmp_path: Path) -> None:
     first = start_stack(tmp_path)
     try:
-        issued = _create_key(first, "umbrella", "free")
+        issued = create_key(first, "umbrella", "free")
         for _ in range(2):
             answer = first.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=issued["key"])
             assert answer.status_code == 200
@@ -396,7 +330,7 @@ def test_keys_and_quota_counters_survive_a_restart(built_models: Path, tmp_path:
         again = second.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=issued["key"])
         assert again.status_code == 200
         stop_stack(second)  # writes the counters at once
-        usage = json.loads(_cli(second, "keys", "usage", "--tenant", "umbrella", "--json").stdout)
+        usage = json.loads(cli(second, "keys", "usage", "--tenant", "umbrella", "--json").stdout)
     finally:
         stop_stack(second)
 

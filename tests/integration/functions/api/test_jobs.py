@@ -1,0 +1,588 @@
+"""The jobs routes through Lambda's path (a REST proxy event through Mangum), with the job
+store and queue in a real moto server: 202 with a job, tenant-scoped reads, idempotency,
+cancellation, and predict requests too big for the inline path."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from mangum import Mangum
+
+from functions.api.app import create_app
+from functions.api.dependencies import current_environment
+from functions.runtime.environment import ExecutionEnvironment, Settings
+from functions.runtime.job_queue import CORRELATION_ATTRIBUTE
+from functions.runtime.jobs import JobMessage
+from functions.runtime.tenants import TenantDirectory
+from stratoserve.jobs import create_job_resources
+from stratoserve.keys import KeyService
+from stratoserve.local.aws import LocalAws, client, function_environment
+from tests.conftest import DECLARATION_FILE, rest_event
+from tests.integration.stratoserve.moto import reset_moto
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from stratoserve.declaration import Declaration
+    from stratoserve.jobs import JobResources
+
+Response = tuple[int, dict[str, str], Any]
+
+
+class Context:
+    function_name = "test"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id = "test-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+class Stack:
+    """The moto server's endpoint, the job resources, and the tenants' API key ids."""
+
+    def __init__(self, url: str, resources: JobResources, keys: dict[str, str]) -> None:
+        self.url = url
+        self.resources = resources
+        self.keys = keys
+        self.sqs = client("sqs", url)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message on the jobs queue, removed from it."""
+        messages: list[dict[str, Any]] = []
+        while True:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.resources.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
+                MessageAttributeNames=["All"],
+            )
+            batch = answer.get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                self.sqs.delete_message(
+                    QueueUrl=self.resources.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+            messages.extend(batch)
+
+
+@pytest.fixture(scope="module")
+def stack(declaration: Declaration) -> Iterator[Stack]:
+    aws = LocalAws()
+    url = aws.start()
+    with pytest.MonkeyPatch.context() as patch:
+        # The environments' own boto3 clients (built on first use) find moto here.
+        for name, value in function_environment(url).items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            patch.delenv(name, raising=False)
+        try:
+            resources = create_job_resources(declaration, lambda service: client(service, url))
+            keys = KeyService(client("apigateway", url), project="test")
+            keys.ensure_plans(declaration)
+            ids = {
+                tenant: keys.create(tenant, plan).key_id
+                for tenant, plan in (("acme", "pro"), ("globex", "pro"), ("initech", "free"))
+            }
+            yield Stack(url, resources, ids)
+        finally:
+            reset_moto(url)  # moto keeps its state per process, across server instances
+            aws.stop()
+
+
+def _environment(
+    declaration: Declaration, function: str, settings: Settings, url: str
+) -> ExecutionEnvironment:
+    environment = ExecutionEnvironment(declaration, DECLARATION_FILE, function, settings=settings)
+    environment.tenants = TenantDirectory(lambda: client("apigateway", url))
+    return environment
+
+
+def _handler(environment: ExecutionEnvironment) -> Callable[[dict[str, Any]], Response]:
+    async def provide() -> ExecutionEnvironment:
+        return environment
+
+    app = create_app(environment.declaration)
+    app.dependency_overrides[current_environment] = provide
+    handler = Mangum(app, lifespan="off")
+
+    def call(event: dict[str, Any]) -> Response:
+        result = handler(event, Context())
+        body = json.loads(result["body"]) if result["body"] else None
+        return result["statusCode"], result["headers"], body
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def invoke(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
+    """Invoke function `name` (api or embed) as `tenant`, with the jobs path set up."""
+    settings = Settings(
+        jobs_table=stack.resources.table,
+        jobs_bucket=stack.resources.bucket,
+        jobs_queue_url=stack.resources.queue_url,
+    )
+    handlers = {
+        name: _handler(_environment(declaration, name, settings, stack.url))
+        for name in ("api", "embed")
+    }
+
+    def call(
+        name: str,
+        tenant: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        request_id: str | None = None,
+        raw_body: str | None = None,
+    ) -> Response:
+        event = rest_event(method, path, body, raw_body=raw_body)
+        event["requestContext"]["identity"]["apiKeyId"] = stack.keys[tenant]
+        event["requestContext"]["requestId"] = request_id or str(uuid.uuid4())
+        for header, value in (headers or {}).items():
+            event["headers"][header] = value
+            event["multiValueHeaders"][header] = [value]
+        return handlers[name](event)
+
+    return call
+
+
+@pytest.fixture(autouse=True)
+def empty_queue(stack: Stack) -> None:
+    stack.drain()
+
+
+def _submit(invoke: Callable[..., Response], body: Any, **options: Any) -> Response:
+    return invoke("api", options.pop("tenant", "acme"), "POST", "/v2/jobs", body, **options)
+
+
+# -- submit ----------------------------------------------------------------------------
+
+
+def test_a_job_is_answered_202_and_its_message_is_on_the_queue(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    request_id = str(uuid.uuid4())
+
+    status, headers, body = _submit(
+        invoke, {"model": "embed", "inputs": ["a", "b"]}, request_id=request_id
+    )
+
+    assert status == 202
+    assert set(body) == {"job_id", "status", "status_url"}
+    job_id = body["job_id"]
+    assert body["status"] == "queued"
+    assert body["status_url"] == f"/prod/v2/jobs/{job_id}"
+    assert headers["location"] == body["status_url"]
+    assert headers["x-request-id"] == request_id
+    assert "idempotent-replayed" not in headers
+
+    (message,) = stack.drain()
+    decoded = JobMessage.decode(message["Body"])
+    assert decoded == JobMessage(
+        tenant="acme",
+        job_id=job_id,
+        model="embed",
+        version="2",
+        correlation_id=request_id,
+        inputs=["a", "b"],
+    )
+    assert message["MessageAttributes"][CORRELATION_ATTRIBUTE]["StringValue"] == request_id
+
+
+def test_large_inputs_travel_through_the_bucket(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    inputs = [f"{index:04d} " + "lorem ipsum " * 5 for index in range(4000)]
+    assert len(json.dumps(inputs)) > 192 * 1024
+
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": inputs})
+
+    assert status == 202
+    (message,) = stack.drain()
+    decoded = JobMessage.decode(message["Body"])
+    assert decoded.inputs is None
+    assert decoded.inputs_key == f"inputs/acme/{body['job_id']}.json"
+    stored = client("s3", stack.url).get_object(
+        Bucket=stack.resources.bucket, Key=decoded.inputs_key
+    )
+    assert json.loads(stored["Body"].read()) == inputs
+
+
+def test_a_submitted_job_shows_queued(invoke: Callable[..., Response]) -> None:
+    _, _, submitted = _submit(invoke, {"model": "embed", "inputs": ["a", "b", "c"]})
+    job_id = submitted["job_id"]
+
+    status, _, job = invoke("api", "acme", "GET", f"/v2/jobs/{job_id}")
+
+    assert status == 200
+    assert job["job_id"] == job_id
+    assert job["status"] == "queued"
+    assert job["backend"] == "lambda"
+    assert job["model"] == {"name": "embed", "version": "2"}
+    assert job["api_version"] == "v2"
+    assert job["inputs"] == 3
+    assert job["attempts"] == 0
+    assert job["status_url"] == f"/prod/v2/jobs/{job_id}"
+    assert "result" not in job
+    assert "error" not in job
+
+
+def test_a_v1_job_is_served_by_v1_s_model_version(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    status, headers, body = invoke(
+        "api", "acme", "POST", "/v1/jobs", {"model": "embed", "inputs": ["a"]}
+    )
+
+    assert status == 202
+    assert "deprecation" in headers, "v1 is deprecated: its jobs say so too"
+    (message,) = stack.drain()
+    assert JobMessage.decode(message["Body"]).version == "1"
+    _, _, job = invoke("api", "acme", "GET", f"/v1/jobs/{body['job_id']}")
+    assert job["model"] == {"name": "embed", "version": "1"}
+
+
+def test_another_tenant_s_job_is_a_404_like_a_missing_one(
+    invoke: Callable[..., Response],
+) -> None:
+    _, _, submitted = _submit(invoke, {"model": "embed", "inputs": ["a"]})
+    job_id = submitted["job_id"]
+    missing = str(uuid.uuid4())
+
+    foreign = invoke("api", "globex", "GET", f"/v2/jobs/{job_id}")
+    absent = invoke("api", "acme", "GET", f"/v2/jobs/{missing}")
+    foreign_cancel = invoke("api", "globex", "DELETE", f"/v2/jobs/{job_id}")
+
+    assert foreign[0] == absent[0] == foreign_cancel[0] == 404
+    assert foreign[2] == {"message": f"no job {job_id}"}
+    assert absent[2] == {"message": f"no job {missing}"}
+    assert foreign_cancel[2] == foreign[2]
+    _, _, still = invoke("api", "acme", "GET", f"/v2/jobs/{job_id}")
+    assert still["status"] == "queued", "another tenant cannot cancel it"
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+
+def test_the_same_idempotency_key_and_body_is_the_same_job_queued_once(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    request = {"model": "embed", "inputs": ["a", "b"]}
+
+    first = _submit(invoke, request, headers=key)
+    replay = _submit(invoke, request, headers=key)
+
+    assert first[0] == replay[0] == 202
+    assert replay[2] == first[2]
+    assert "idempotent-replayed" not in first[1]
+    assert replay[1]["idempotent-replayed"] == "true"
+    assert replay[1]["location"] == first[1]["location"]
+    assert len(stack.drain()) == 1
+
+
+def test_the_same_idempotency_key_with_another_body_is_a_422(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    _, _, first = _submit(invoke, {"model": "embed", "inputs": ["a"]}, headers=key)
+
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["b"]}, headers=key)
+
+    assert status == 422
+    assert "Idempotency-Key" in body["message"]
+    assert first["job_id"] in body["message"]
+    assert len(stack.drain()) == 1
+
+
+def test_an_idempotency_key_is_per_tenant(invoke: Callable[..., Response], stack: Stack) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    request = {"model": "embed", "inputs": ["a"]}
+
+    _, _, ours = _submit(invoke, request, headers=key)
+    status, headers, theirs = _submit(invoke, request, headers=key, tenant="globex")
+
+    assert status == 202
+    assert theirs["job_id"] != ours["job_id"]
+    assert "idempotent-replayed" not in headers
+    assert len(stack.drain()) == 2
+
+
+def test_a_blank_idempotency_key_is_a_400(invoke: Callable[..., Response], stack: Stack) -> None:
+    status, _, body = _submit(
+        invoke, {"model": "embed", "inputs": ["a"]}, headers={"Idempotency-Key": "x" * 256}
+    )
+
+    assert status == 400
+    assert body == {"message": "Idempotency-Key must be 1 to 255 printable characters"}
+    assert stack.drain() == []
+
+
+# -- what is refused -------------------------------------------------------------------
+
+
+def test_bad_inputs_are_a_422_naming_the_input(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a", 3]})
+
+    assert status == 422
+    assert body == {"message": "inputs[1]: expected a string, got a number"}
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "message"),
+    [
+        ({"model": "embed", "inputs": []}, 422, '"inputs" must not be empty'),
+        ({"model": "embed", "inputs": "a"}, 422, '"inputs" must be a list'),
+        ({"inputs": ["a"]}, 422, '"model" must be the name of a model'),
+        ({"model": "embed", "inputs": ["a"], "priority": 1}, 422, "unknown field(s): priority"),
+        (["a"], 422, 'request body must be a JSON object with "model" and "inputs"'),
+    ],
+    ids=["empty", "not-a-list", "no-model", "unknown-field", "not-an-object"],
+)
+def test_a_malformed_job_is_a_4xx_saying_what_is_wrong(
+    invoke: Callable[..., Response], request_body: Any, status: int, message: str
+) -> None:
+    answer = _submit(invoke, request_body)
+
+    assert answer[0] == status
+    assert answer[2] == {"message": message}
+
+
+def test_a_body_that_is_not_json_is_a_400(invoke: Callable[..., Response]) -> None:
+    status, _, body = invoke("api", "acme", "POST", "/v2/jobs", raw_body="{not json")
+
+    assert status == 400
+    assert body["message"].startswith("request body is not valid JSON: ")
+
+
+def test_an_unknown_model_is_a_404(invoke: Callable[..., Response], stack: Stack) -> None:
+    status, _, body = _submit(invoke, {"model": "nope", "inputs": ["a"]})
+
+    assert status == 404
+    assert body == {"message": "unknown model nope in v2 (available: digits, embed)"}
+    assert stack.drain() == []
+
+
+def test_a_plan_without_the_model_is_a_403(invoke: Callable[..., Response], stack: Stack) -> None:
+    refused = _submit(invoke, {"model": "embed", "inputs": ["a"]}, tenant="initech")
+    allowed = _submit(invoke, {"model": "digits", "inputs": [[0] * 64]}, tenant="initech")
+
+    assert refused[0] == 403
+    assert refused[2] == {"message": "plan free does not include model embed"}
+    assert allowed[0] == 202
+    assert len(stack.drain()) == 1
+
+
+def test_a_job_over_job_max_inputs_is_a_413(invoke: Callable[..., Response], stack: Stack) -> None:
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"] * 5001})
+
+    assert status == 413
+    assert body == {
+        "message": "5001 inputs is more than a job of embed may carry (5000, "
+        "routing.embed.job_max_inputs); split it into several jobs"
+    }
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/hook", "ftp://example.com/hook", "https:///hook", "hook", 7],
+)
+def test_a_callback_url_must_be_https_or_local_http(
+    invoke: Callable[..., Response], stack: Stack, url: Any
+) -> None:
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"], "callback_url": url})
+
+    assert status == 422
+    assert "callback_url" in body["message"]
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize("url", ["https://example.com/hook?job=1", "http://localhost:9000/hook"])
+def test_an_https_or_local_callback_url_is_kept_on_the_job(
+    invoke: Callable[..., Response], url: str
+) -> None:
+    status, _, submitted = _submit(invoke, {"model": "embed", "inputs": ["a"], "callback_url": url})
+    assert status == 202
+
+    _, _, job = invoke("api", "acme", "GET", f"/v2/jobs/{submitted['job_id']}")
+
+    assert job["callback"] == {"url": url, "delivered": False}
+
+
+# -- predict too big for the inline path -----------------------------------------------
+
+
+def test_a_predict_over_the_inline_limit_becomes_a_job(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    request_id = str(uuid.uuid4())
+    inputs = [f"text {index}" for index in range(65)]
+
+    status, headers, body = invoke(
+        "embed", "acme", "POST", "/v2/predict/embed", {"inputs": inputs}, request_id=request_id
+    )
+
+    assert status == 202
+    assert body["status"] == "queued"
+    assert headers["location"] == body["status_url"] == f"/prod/v2/jobs/{body['job_id']}"
+    (message,) = stack.drain()
+    decoded = JobMessage.decode(message["Body"])
+    assert (decoded.job_id, decoded.inputs, decoded.correlation_id) == (
+        body["job_id"],
+        inputs,
+        request_id,
+    )
+    _, _, job = invoke("api", "acme", "GET", f"/v2/jobs/{body['job_id']}")
+    assert (job["status"], job["inputs"]) == ("queued", 65)
+
+
+def test_a_predict_over_job_max_inputs_is_a_413(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    status, _, body = invoke("embed", "acme", "POST", "/v2/predict/embed", {"inputs": ["a"] * 5001})
+
+    assert status == 413
+    assert "routing.embed.job_max_inputs" in body["message"]
+    assert stack.drain() == []
+
+
+def test_a_predict_job_with_a_bad_input_is_a_422_naming_it(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    inputs: list[Any] = ["a"] * 70
+    inputs[66] = {"text": "a"}
+
+    status, _, body = invoke("embed", "acme", "POST", "/v2/predict/embed", {"inputs": inputs})
+
+    assert status == 422
+    assert body == {"message": "inputs[66]: expected a string, got an object"}
+    assert stack.drain() == []
+
+
+def test_a_predict_job_is_refused_by_a_plan_without_the_model(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    status, _, body = invoke(
+        "embed", "initech", "POST", "/v2/predict/embed", {"inputs": ["a"] * 65}
+    )
+
+    assert status == 403
+    assert body == {"message": "plan free does not include model embed"}
+    assert stack.drain() == []
+
+
+# -- cancel ----------------------------------------------------------------------------
+
+
+def test_a_queued_job_is_cancelled_once(invoke: Callable[..., Response]) -> None:
+    _, _, submitted = _submit(invoke, {"model": "embed", "inputs": ["a"]})
+    path = f"/v2/jobs/{submitted['job_id']}"
+
+    status, _, cancelled = invoke("api", "acme", "DELETE", path)
+    again = invoke("api", "acme", "DELETE", path)
+    _, _, shown = invoke("api", "acme", "GET", path)
+
+    assert status == 200
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["job_id"] == submitted["job_id"]
+    assert "finished_at" in cancelled
+    assert again[0] == 409
+    assert again[2] == {
+        "message": f"job {submitted['job_id']} is cancelled; only a queued job can be cancelled"
+    }
+    assert shown["status"] == "cancelled"
+
+
+def test_cancelling_a_missing_job_is_a_404(invoke: Callable[..., Response]) -> None:
+    missing = str(uuid.uuid4())
+
+    status, _, body = invoke("api", "acme", "DELETE", f"/v2/jobs/{missing}")
+
+    assert status == 404
+    assert body == {"message": f"no job {missing}"}
+
+
+# -- without the job path --------------------------------------------------------------
+
+
+def test_without_the_jobs_settings_every_job_route_is_a_503_saying_why(
+    stack: Stack, declaration: Declaration
+) -> None:
+    unset = Settings(jobs_table=None, jobs_bucket=None, jobs_queue_url=None)
+    handlers = {
+        name: _handler(_environment(declaration, name, unset, stack.url))
+        for name in ("api", "embed")
+    }
+
+    def call(name: str, method: str, path: str, body: Any = None) -> Response:
+        event = rest_event(method, path, body)
+        event["requestContext"]["identity"]["apiKeyId"] = stack.keys["acme"]
+        return handlers[name](event)
+
+    answers = [
+        call("api", "POST", "/v2/jobs", {"model": "embed", "inputs": ["a"]}),
+        call("api", "GET", "/v2/jobs/some-job"),
+        call("api", "DELETE", "/v2/jobs/some-job"),
+        call("embed", "POST", "/v2/predict/embed", {"inputs": ["a"] * 65}),
+    ]
+
+    for status, _, body in answers:
+        assert status == 503
+        assert (
+            "STRATOSERVE_JOBS_TABLE, STRATOSERVE_JOBS_BUCKET, STRATOSERVE_JOBS_QUEUE_URL"
+            in (body["message"])
+        )
+        assert "jobs are not set up for this function" in body["message"]
+    assert stack.drain() == []
+
+
+def _unreadable_store(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
+    """The api function with a job table that AWS says does not exist."""
+    settings = Settings(
+        jobs_table="no-such-table",
+        jobs_bucket=stack.resources.bucket,
+        jobs_queue_url=stack.resources.queue_url,
+    )
+    handler = _handler(_environment(declaration, "api", settings, stack.url))
+
+    def call(method: str, path: str, body: Any = None) -> Response:
+        event = rest_event(method, path, body)
+        event["requestContext"]["identity"]["apiKeyId"] = stack.keys["acme"]
+        return handler(event)
+
+    return call
+
+
+def test_a_store_that_refuses_a_submission_is_a_503(stack: Stack, declaration: Declaration) -> None:
+    call = _unreadable_store(stack, declaration)
+
+    status, _, body = call("POST", "/v2/jobs", {"model": "embed", "inputs": ["a"]})
+
+    assert status == 503
+    assert body["message"].startswith("the job store refused the job: ")
+    assert body["message"].endswith("; try again")
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_store_that_refuses_a_read_is_a_503(
+    stack: Stack, declaration: Declaration, method: str
+) -> None:
+    call = _unreadable_store(stack, declaration)
+
+    status, _, body = call(method, "/v2/jobs/some-job")
+
+    assert status == 503
+    assert "try again" in body["message"]

@@ -1,0 +1,89 @@
+"""The real worker handler module in a real local execution environment, configured as
+the local stack configures it: init loads every model, warm-ups are answered before the
+batch processor, and SQS events get partial batch responses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from functions.runtime.jobs import JobStatus
+from stratoserve.local.aws import function_environment
+from stratoserve.local.environments import FunctionPool
+from stratoserve.local.stack import function_configs
+from tests.conftest import DECLARATION_FILE, ROOT, sample_event
+from tests.integration.functions.worker.conftest import TENANT, receive, submit
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from functions.runtime.job_service import JobService
+    from stratoserve.declaration import Declaration
+    from stratoserve.jobs import JobResources
+
+
+def _invoke_all(
+    declaration: Declaration, aws_url: str, resources: JobResources, events: list[Any]
+) -> list[Any]:
+    configs = function_configs(
+        declaration, DECLARATION_FILE, function_environment(aws_url), resources.environment()
+    )
+
+    async def scenario() -> list[Any]:
+        pool = FunctionPool(configs["worker"], cwd=ROOT)
+        try:
+            return [(await pool.invoke(event)).result for event in events]
+        finally:
+            await pool.close()
+
+    return asyncio.run(scenario())
+
+
+def test_warmups_are_answered_and_a_message_that_is_not_a_job_fails_its_record(
+    declaration: Declaration, built_models: Path, aws_url: str, resources: JobResources
+) -> None:
+    warmup, sam_sample = _invoke_all(
+        declaration,
+        aws_url,
+        resources,
+        [{"warmup": True}, sample_event("sqs-receive-message.json")],
+    )
+
+    assert warmup["warmup"] is True
+    assert warmup["function"] == "worker"
+    assert warmup["cold_start"] is True
+    assert warmup["models"] == ["digits:1", "embed:1", "embed:2"], "the worker runs every model"
+    assert warmup["loaded_now"] == [], "init preloaded them"
+    # "Hello from SQS!" is not a job: that record goes back to the queue, reported as such
+    # (the sample's receipt handle is not a real one: the backoff call fails and is logged).
+    assert sam_sample == {
+        "batchItemFailures": [{"itemIdentifier": "19dd0b57-b21e-4ac1-bd88-01bbb068cb78"}]
+    }
+
+
+def test_a_batch_of_jobs_runs_through_the_handler(
+    declaration: Declaration,
+    built_models: Path,
+    aws_url: str,
+    resources: JobResources,
+    service: JobService,
+    sqs: Any,
+) -> None:
+    job_ids = [
+        submit(service, "embed", "2", ["A man is eating food.", "A man is eating bread."]),
+        submit(service, "digits", "1", [[0] * 64, [16] * 64]),
+    ]
+    sqs.send_message(QueueUrl=resources.queue_url, MessageBody="not a job")
+    records = receive(sqs, resources, 3)
+    not_a_job = next(record["messageId"] for record in records if record["body"] == "not a job")
+
+    (answer,) = _invoke_all(declaration, aws_url, resources, [{"Records": records}])
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": not_a_job}]}
+    for job_id in job_ids:
+        job = service.store.get(TENANT, job_id)
+        assert job is not None
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        assert len(orjson.loads(job.result or "null")["outputs"]) == 2

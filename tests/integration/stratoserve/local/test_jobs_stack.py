@@ -1,0 +1,453 @@
+"""Jobs end to end on the local stack, as a client and an operator see them: the API
+answers 202, the poller feeds the worker's local environments from SQS (moto), results
+land in DynamoDB/S3, and faults (a killed worker, a poison message, a duplicate delivery)
+lose nothing and store nothing twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from functions.runtime.jobs import Job, JobMessage, JobStatus
+from stratoserve.declaration import load_declaration
+from stratoserve.jobs import JobAdmin, JobResources
+from stratoserve.local.aws import client
+from tests.conftest import DECLARATION_FILE, ROOT
+from tests.integration.stratoserve.local.dev_stack import (
+    KEY,
+    Stack,
+    cli,
+    create_key,
+    lines,
+    start_stack,
+    stop_stack,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+WORKER_TIMEOUT_S = 5
+"""The test declaration's worker timeout: its queue's visibility timeout is 6x this."""
+
+WORDS = [
+    "the",
+    "a",
+    "man",
+    "woman",
+    "child",
+    "dog",
+    "cat",
+    "bird",
+    "eats",
+    "runs",
+    "reads",
+    "sings",
+    "food",
+    "bread",
+    "music",
+    "book",
+    "park",
+    "city",
+    "river",
+    "quickly",
+    "slowly",
+    "happily",
+    "today",
+    "yesterday",
+    "under",
+    "over",
+    "near",
+    "green",
+    "red",
+    "small",
+    "big",
+]
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + f" #{rng.randrange(10**6)}"
+
+
+def _digits_row(rng: random.Random) -> list[int]:
+    return [rng.randrange(17) for _ in range(64)]
+
+
+def _test_declaration(state: Path) -> Path:
+    """stratoserve.toml with a short worker timeout and quick retries, so the fault tests
+    wait seconds, not minutes; models from the repository's build/."""
+    text = DECLARATION_FILE.read_text()
+    changes = {
+        'models_dir = "build/models"': f'models_dir = "{ROOT / "build" / "models"}"',
+        "[functions.worker]\nmemory_mb = 2048\ntimeout_s = 60": (
+            f"[functions.worker]\nmemory_mb = 2048\ntimeout_s = {WORKER_TIMEOUT_S}"
+        ),
+        "retry_delay_s = 2 ": "retry_delay_s = 0.2 ",
+    }
+    for old, new in changes.items():
+        assert old in text, f"stratoserve.toml changed: update this test's {old!r}"
+        text = text.replace(old, new)
+    path = state / "stratoserve.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("jobs-state")
+    running = start_stack(state, _test_declaration(state))
+    yield running
+    stop_stack(running)
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Stack) -> JobAdmin:
+    """The operator's view of the stack's job store and queues (boto3 against its moto)."""
+    record = json.loads((stack.state / "stack.json").read_text())
+    assert stack.config is not None
+    return JobAdmin.connect(
+        load_declaration(stack.config),
+        JobResources(**record["jobs"]),
+        lambda service: client(service, record["aws_url"]),
+    )
+
+
+def _submit(stack: Stack, body: dict[str, Any], **headers: str) -> dict[str, Any]:
+    response = stack.client.post("/v2/jobs", json=body, headers={"x-api-key": KEY, **headers})
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    accepted["request_id"] = response.headers["x-request-id"]
+    return accepted
+
+
+def _wait(admin: JobAdmin, job_ids: set[str], timeout_s: float = 180) -> dict[str, Job]:
+    """Every job, once all have finished; fails with the stragglers' states otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = {job.job_id: job for job in admin.jobs() if job.job_id in job_ids}
+        if len(jobs) == len(job_ids) and all(job.finished for job in jobs.values()):
+            return jobs
+        if time.monotonic() > deadline:
+            waiting = {job_id: str(job.status) for job_id, job in jobs.items() if not job.finished}
+            pytest.fail(f"{len(waiting)} job(s) unfinished: {list(waiting.items())[:5]}")
+        time.sleep(0.5)
+
+
+def _results(stack: Stack, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Each job's outputs as a client reads them: in the answer, or at its presigned URL."""
+    import httpx
+
+    def fetch(job_id: str) -> tuple[str, list[Any]]:
+        view = stack.client.get(f"/v2/jobs/{job_id}", headers={"x-api-key": KEY}).json()
+        assert view["status"] == "succeeded", view
+        result = view["result"]
+        if "url" in result:
+            result = httpx.get(result["url"], timeout=30).json()
+        return job_id, result["outputs"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(fetch, job_ids))
+
+
+def _inline(stack: Stack, model: str, inputs: list[Any], chunk: int) -> list[Any]:
+    outputs: list[Any] = []
+    for start in range(0, len(inputs), chunk):
+        response = stack.post(f"/v2/predict/{model}", {"inputs": inputs[start : start + chunk]})
+        assert response.status_code == 200, response.text
+        outputs.extend(response.json()["outputs"])
+    return outputs
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _assert_equal_to_inline(
+    stack: Stack, submitted: dict[str, dict[str, Any]], results: dict[str, list[Any]]
+) -> None:
+    texts = sorted(
+        {text for body in submitted.values() if body["model"] == "embed" for text in body["inputs"]}
+    )
+    rows = [
+        row for body in submitted.values() if body["model"] == "digits" for row in body["inputs"]
+    ]
+    vectors = dict(zip(texts, _inline(stack, "embed", texts, 64), strict=True))
+    labels = [output["label"] for output in _inline(stack, "digits", rows, 256)] if rows else []
+    expected_labels = iter(labels)
+    worst = 1.0
+    for job_id, body in submitted.items():
+        outputs = results[job_id]
+        assert len(outputs) == len(body["inputs"])
+        if body["model"] == "embed":
+            for text, vector in zip(body["inputs"], outputs, strict=True):
+                worst = min(worst, _cosine(vector, vectors[text]))
+        else:
+            for output in outputs:
+                assert output["label"] == next(expected_labels)
+    assert worst >= 0.9999
+
+
+def test_500_jobs_all_succeed_with_the_inline_results(stack: Stack, admin: JobAdmin) -> None:
+    rng = random.Random(500)
+    bodies = []
+    for number in range(500):
+        if number % 5 == 4:
+            bodies.append({"model": "digits", "inputs": [_digits_row(rng) for _ in range(2)]})
+        else:
+            count = rng.randint(1, 3)
+            bodies.append(
+                {
+                    "model": "embed",
+                    "inputs": [_sentence(rng, rng.randint(3, 12)) for _ in range(count)],
+                }
+            )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        accepted = list(pool.map(lambda body: _submit(stack, body), bodies))
+    submitted = {job["job_id"]: body for job, body in zip(accepted, bodies, strict=True)}
+    assert len(submitted) == 500
+    assert all(job["status"] == "queued" for job in accepted)
+
+    finished = _wait(admin, set(submitted))
+
+    assert {job.status for job in finished.values()} == {JobStatus.SUCCEEDED}
+    _assert_equal_to_inline(stack, submitted, _results(stack, list(submitted)))
+
+
+def test_an_idempotency_key_names_one_job(stack: Stack, admin: JobAdmin) -> None:
+    body = {"model": "embed", "inputs": ["submitted twice, run once"]}
+    first = stack.client.post(
+        "/v2/jobs", json=body, headers={"x-api-key": KEY, "Idempotency-Key": "order-17"}
+    )
+    again = stack.client.post(
+        "/v2/jobs", json=body, headers={"x-api-key": KEY, "Idempotency-Key": "order-17"}
+    )
+    other = stack.client.post(
+        "/v2/jobs",
+        json={"model": "embed", "inputs": ["something else"]},
+        headers={"x-api-key": KEY, "Idempotency-Key": "order-17"},
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 422
+    assert "Idempotency-Key was used for a different request" in other.json()["message"]
+    job_id = first.json()["job_id"]
+    assert _wait(admin, {job_id})[job_id].status == JobStatus.SUCCEEDED
+    dev_jobs = [job for job in admin.jobs("dev") if job.job_id == job_id]
+    assert len(dev_jobs) == 1
+
+
+def test_another_tenants_job_is_404_like_a_missing_one(stack: Stack) -> None:
+    job_id = _submit(stack, {"model": "digits", "inputs": [_digits_row(random.Random(1))]})[
+        "job_id"
+    ]
+    other_key = create_key(stack, "globex", "pro")["key"]
+
+    theirs = stack.client.get(f"/v2/jobs/{job_id}", headers={"x-api-key": other_key})
+    missing = stack.client.get("/v2/jobs/no-such-job", headers={"x-api-key": other_key})
+    cancel = stack.client.delete(f"/v2/jobs/{job_id}", headers={"x-api-key": other_key})
+
+    assert theirs.status_code == missing.status_code == cancel.status_code == 404
+    assert theirs.json() == {"message": f"no job {job_id}"}
+    assert missing.json() == {"message": "no job no-such-job"}
+    assert stack.client.get(f"/v2/jobs/{job_id}", headers={"x-api-key": KEY}).status_code == 200
+
+
+def test_a_predict_request_over_the_inline_limit_becomes_a_job(
+    stack: Stack, admin: JobAdmin
+) -> None:
+    rng = random.Random(65)
+    texts = [_sentence(rng, 6) for _ in range(65)]  # routing.embed.inline_max_inputs = 64
+
+    response = stack.post("/v2/predict/embed", {"inputs": texts})
+
+    assert response.status_code == 202
+    job_id = response.json()["job_id"]
+    assert response.headers["location"] == f"/v2/jobs/{job_id}"
+    _wait(admin, {job_id})
+    outputs = _results(stack, [job_id])[job_id]
+    inline = _inline(stack, "embed", texts, 64)
+    assert min(_cosine(a, b) for a, b in zip(outputs, inline, strict=True)) >= 0.9999
+
+
+def test_one_correlation_id_from_the_request_to_the_worker(stack: Stack, admin: JobAdmin) -> None:
+    accepted = _submit(stack, {"model": "embed", "inputs": ["follow me through SQS"]})
+    _wait(admin, {accepted["job_id"]})
+
+    deadline = time.monotonic() + 10  # the worker's stdout reaches the log file a bit later
+    while time.monotonic() < deadline:
+        worker = [
+            line
+            for line in lines(stack)
+            if line.get("function_name") == "worker" and line.get("job_id") == accepted["job_id"]
+        ]
+        if any(line["message"] == "job succeeded" for line in worker):
+            break
+        time.sleep(0.2)
+    assert {line["message"] for line in worker} >= {"job started", "job succeeded"}
+    assert {line["correlation_id"] for line in worker} == {accepted["request_id"]}
+    api = [
+        line
+        for line in lines(stack)
+        if line.get("message") == "job accepted" and line.get("job_id") == accepted["job_id"]
+    ]
+    assert api[0]["request_id"] == accepted["request_id"]
+
+
+def test_a_duplicate_delivery_is_not_computed_or_stored_again(
+    stack: Stack, admin: JobAdmin
+) -> None:
+    accepted = _submit(stack, {"model": "embed", "inputs": ["delivered twice"]})
+    job_id = accepted["job_id"]
+    before = _wait(admin, {job_id})[job_id]
+    message = JobMessage(
+        tenant="dev",
+        job_id=job_id,
+        model="embed",
+        version="2",
+        correlation_id=accepted["request_id"],
+        inputs=["delivered twice"],
+    )
+
+    admin._sqs.send_message(
+        QueueUrl=admin.resources.queue_url, MessageBody=message.encode().decode()
+    )
+
+    deadline = time.monotonic() + 30
+    while not any(
+        line.get("job_id") == job_id and "delivery dropped" in line.get("message", "")
+        for line in lines(stack)
+    ):
+        assert time.monotonic() < deadline, "the duplicate was never delivered"
+        time.sleep(0.2)
+    after = admin.find(job_id, "dev")
+    assert after is not None
+    assert (after.status, after.attempts, after.result, after.finished_at) == (
+        JobStatus.SUCCEEDED,
+        1,
+        before.result,
+        before.finished_at,
+    )
+
+
+def test_a_poison_message_ends_in_the_dlq_with_its_job_failed(
+    stack: Stack, admin: JobAdmin
+) -> None:
+    # A job for a model version this worker does not have (as after a deploy that skipped
+    # the worker): every delivery fails, until SQS gives up on it.
+    now = time.time()
+    poison = Job(
+        tenant="dev",
+        job_id="poison-0001",
+        status=JobStatus.QUEUED,
+        model="embed",
+        version="9",
+        api_version="v2",
+        inputs=1,
+        correlation_id="poison-correlation",
+        created_at=now,
+        updated_at=now,
+        expires_at=int(now + 3600),
+        request_hash="-",
+    )
+    admin.store.create(poison)
+    message = JobMessage("dev", poison.job_id, "embed", "9", "poison-correlation", inputs=["x"])
+    admin._sqs.send_message(
+        QueueUrl=admin.resources.queue_url, MessageBody=message.encode().decode()
+    )
+    admin._sqs.send_message(QueueUrl=admin.resources.queue_url, MessageBody="not a job at all")
+
+    failed = _wait(admin, {poison.job_id}, timeout_s=60)[poison.job_id]
+
+    assert failed.status == JobStatus.FAILED
+    assert failed.attempts == 5
+    assert failed.error is not None
+    assert "gave up after 5 deliveries" in failed.error
+    assert "embed" in failed.error and "dead-letter queue" in failed.error
+    deadline = time.monotonic() + 30
+    while _dead_letters(admin) < 2:  # the job and the stranger, each after 5 deliveries
+        assert time.monotonic() < deadline, "the poison messages never reached the DLQ"
+        time.sleep(0.5)
+
+    redriven = cli(stack, "jobs", "redrive", "--json")
+
+    assert redriven.returncode == 0, redriven.stderr
+    outcome = json.loads(redriven.stdout)
+    assert outcome["requeued"] == [poison.job_id]
+    assert outcome["not_jobs"] == 1
+    requeued = admin.find(poison.job_id, "dev")
+    assert requeued is not None
+    assert requeued.redrives == 1
+    assert requeued.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def _dead_letters(admin: JobAdmin) -> int:
+    attributes = admin._sqs.get_queue_attributes(
+        QueueUrl=admin.resources.dead_letter_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
+    stack: Stack, admin: JobAdmin
+) -> None:
+    rng = random.Random(9)
+    bodies = [
+        {"model": "embed", "inputs": [_sentence(rng, 20) for _ in range(8)]} for _ in range(30)
+    ]
+    accepted = [_submit(stack, body) for body in bodies]
+    submitted = {job["job_id"]: body for job, body in zip(accepted, bodies, strict=True)}
+
+    # The first job is in the first batch: once it runs, that batch is in the worker.
+    first = accepted[0]["status_url"]
+    deadline = time.monotonic() + 60
+    while stack.client.get(first, headers={"x-api-key": KEY}).json()["status"] == "queued":
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.02)
+    victims = stack.environments("worker")
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+
+    finished = _wait(admin, set(submitted), timeout_s=6 * WORKER_TIMEOUT_S + 120)
+
+    assert {job.status for job in finished.values()} == {JobStatus.SUCCEEDED}
+    assert max(job.attempts for job in finished.values()) >= 2, "the kill interrupted nothing"
+    stored = Counter(
+        line["job_id"]
+        for line in lines(stack)
+        if line.get("message") == "job succeeded" and line.get("job_id") in submitted
+    )
+    assert max(stored.values()) == 1, "a job's result was stored twice"
+    _assert_equal_to_inline(stack, submitted, _results(stack, list(submitted)))
+
+
+def test_the_jobs_cli_lists_and_shows_jobs(stack: Stack) -> None:
+    job_id = _submit(stack, {"model": "digits", "inputs": [_digits_row(random.Random(3))]})[
+        "job_id"
+    ]
+    time.sleep(0.1)
+
+    listed = cli(stack, "jobs", "list", "--tenant", "dev", "--json")
+    shown = cli(stack, "jobs", "show", job_id, "--json")
+    missing = cli(stack, "jobs", "show", "no-such-job")
+
+    assert listed.returncode == shown.returncode == 0, listed.stderr + shown.stderr
+    assert job_id in [job["job_id"] for job in json.loads(listed.stdout)]
+    assert json.loads(shown.stdout)["tenant"] == "dev"
+    assert missing.returncode == 2
+    assert "no job no-such-job" in missing.stderr
