@@ -37,6 +37,8 @@ bench: models ## benchmarks; results land in docs/bench/
 	$(BIN)/python bench/warm_latency.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/gateway_throughput.py
+	$(BIN)/python bench/worker_throughput.py
+	$(BIN)/python bench/job_latency.py
 
 clean:
 	rm -rf build .stratoserve

@@ -1,18 +1,28 @@
-"""Shared by the benchmarks: machine facts, result files, the docs/bench/README.md table."""
+"""Shared by the benchmarks: machine facts, CPU accounting, the local stack, result files,
+the docs/bench/README.md table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+START_TIMEOUT_S = 180.0
 
 
 def machine() -> dict[str, Any]:
@@ -32,6 +42,8 @@ def machine() -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "commit": _commit(),
+        # Figures taken on code that differs from the commit say so.
+        "uncommitted_changes": _uncommitted(),
     }
 
 
@@ -48,8 +60,129 @@ def _commit() -> str:
         return "unknown"
 
 
+def _uncommitted() -> bool | None:
+    try:
+        changed = subprocess.run(
+            # The benchmarks and their results are not what they measure.
+            ["git", "status", "--porcelain", "--", ".", ":!bench", ":!docs", ":!Makefile"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return bool(changed.strip())
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def percentile(ordered: list[float], percent: float) -> float | None:
+    """Nearest-rank percentile of values sorted in increasing order."""
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores have spent busy since boot (not idle, not waiting on I/O):
+    over a measurement, what exceeds the benchmark's own processes is other load."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle, iowait = fields[3], fields[4]
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle - iowait) / CLOCK_TICKS
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and all its live descendants, from /proc."""
+    try:
+        total = 0
+        for member in _descendants(pid):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{member}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLOCK_TICKS
+    except (OSError, ValueError):
+        return None
+
+
+def _descendants(pid: int) -> Iterator[int]:
+    yield pid
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                yield from _descendants(int(child))
+
+
+# --- the local stack ----------------------------------------------------------------------
+
+
+@dataclass
+class DevStack:
+    process: subprocess.Popen[bytes]
+    url: str
+    record: dict[str, Any]
+    """stack.json as the stack wrote it: its URL, moto's URL, the job resources."""
+    log: Path
+
+
+def start_dev_stack(state: Path, api_key: str) -> DevStack:
+    """`stratoserve dev --port 0 --quiet` with its state (and log) in `state`, as the
+    tests start it; returns once it has written stack.json (it serves from then on)."""
+    log = state / "dev.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stratoserve.cli",
+                "dev",
+                "--port",
+                "0",
+                "--api-key",
+                api_key,
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "STRATOSERVE_STATE_DIR": str(state)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    path = state / "stack.json"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"stratoserve dev did not start:\n{log_tail(log)}")
+        time.sleep(0.2)
+    record: dict[str, Any] = json.loads(path.read_text())
+    return DevStack(process=process, url=record["url"], record=record, log=log)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], stop_signal: signal.Signals = signal.SIGINT
+) -> int | None:
+    """Stop it the way a user does (Ctrl-C by default); killed if it takes over 20 s.
+    Its exit status."""
+    if process.poll() is None:
+        process.send_signal(stop_signal)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
@@ -67,13 +200,19 @@ def write_table() -> None:
         result = json.loads(path.read_text())
         for ratio in result.get("ratios", []):
             higher = ratio.get("higher_is_better", False)
-            met = ratio["ratio"] >= ratio["target"] if higher else ratio["ratio"] <= ratio["target"]
-            verdict = "met" if met else "missed"
-            bound = ">=" if higher else "<="
+            if ratio["target"] is None:
+                target = "none set"
+            else:
+                met = (
+                    ratio["ratio"] >= ratio["target"]
+                    if higher
+                    else ratio["ratio"] <= ratio["target"]
+                )
+                bound = ">=" if higher else "<="
+                target = f"{bound} {ratio['target']}x ({'met' if met else 'missed'})"
             rows.append(
                 f"| {ratio['name']} | {ratio['framework']} | {ratio['baseline']} | "
-                f"**{ratio['ratio']:.2f}x** | {bound} {ratio['target']}x ({verdict}) | "
-                f"`{result['command']}` |"
+                f"**{ratio['ratio']:.2f}x** | {target} | `{result['command']}` |"
             )
     facts = (
         json.loads(next(iter(sorted(RESULTS.glob("*.json")))).read_text())["machine"]

@@ -29,8 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,10 +42,22 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, median, write_result
+from bench.common import (
+    ROOT,
+    START_TIMEOUT_S,
+    log_tail,
+    machine,
+    machine_busy_s,
+    median,
+    percentile,
+    start_dev_stack,
+    stop_process,
+    tree_cpu_s,
+    write_result,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator
+    from collections.abc import Awaitable
 
 SENTENCE = "A man is eating a piece of bread."
 BODY = json.dumps({"inputs": [SENTENCE]}).encode()
@@ -55,9 +65,7 @@ KEY = "local-dev-key-for-the-gateway-throughput-benchmark"
 TARGET = 0.8
 HOST = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30.0
-START_TIMEOUT_S = 180.0
 EMBEDDING_SIZE = 384
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass
@@ -119,8 +127,8 @@ class Window:
         figures: dict[str, Any] = {
             "requests_ok": ok,
             "throughput_rps": ok / seconds,
-            "p50_ms": _percentile(ordered, 50),
-            "p99_ms": _percentile(ordered, 99),
+            "p50_ms": percentile(ordered, 50),
+            "p99_ms": percentile(ordered, 99),
             "non_200": {str(status): count for status, count in self.other_statuses.items()},
             "errors": self.errors,
             "generator_cpu_s": self.generator_cpu_s,
@@ -141,13 +149,6 @@ class Window:
         return figures
 
 
-def _percentile(ordered: list[float], percent: float) -> float | None:
-    if not ordered:
-        return None
-    index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
 # --- servers -------------------------------------------------------------------------------
 
 
@@ -159,44 +160,18 @@ def _free_port() -> int:
 
 def _start_stack(state: Path) -> Server:
     """`stratoserve dev` on a free port with its state in `state`, as the tests start it."""
-    log = state / "dev.log"
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stratoserve.cli",
-                "dev",
-                "--port",
-                "0",
-                "--api-key",
-                KEY,
-                "--quiet",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "STRATOSERVE_STATE_DIR": str(state)},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(
+    stack = start_dev_stack(state, KEY)
+    url = httpx.URL(stack.url)
+    assert url.host == HOST, f"the stack listens on {url}, not on {HOST}"
+    return Server(
         name="stack",
         label="stratoserve dev",
-        process=process,
-        log=log,
-        port=0,
+        process=stack.process,
+        log=stack.log,
+        port=int(url.port or 80),
         path="/v2/predict/embed",
         headers={"x-api-key": KEY},
     )
-    record = state / "stack.json"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not record.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"stratoserve dev did not start:\n{_tail(log)}")
-        time.sleep(0.2)
-    url = httpx.URL(json.loads(record.read_text())["url"])
-    assert url.host == HOST, f"the stack listens on {url}, not on {HOST}"
-    server.port = int(url.port or 80)
-    return server
 
 
 def _start_bare(directory: Path) -> Server:
@@ -240,7 +215,7 @@ def _check_answers(server: Server) -> None:
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
         while True:
             if server.process.poll() is not None:
-                raise RuntimeError(f"{server.label} exited:\n{_tail(server.log)}")
+                raise RuntimeError(f"{server.label} exited:\n{log_tail(server.log)}")
             try:
                 response = client.post(server.url, content=BODY, headers=_headers(server))
                 break
@@ -255,55 +230,8 @@ def _check_answers(server: Server) -> None:
         raise RuntimeError(f"{server.label}: unexpected outputs {str(outputs)[:200]}")
 
 
-def _stop(server: Server, stop_signal: signal.Signals) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(stop_signal)
-        try:
-            server.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=10)
-
-
-def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
 def _headers(server: Server) -> dict[str, str]:
     return {"content-type": "application/json", **server.headers}
-
-
-def _tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) of a process and all its live descendants, from /proc."""
-    try:
-        total = 0
-        for member in _descendants(pid):
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{member}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / CLOCK_TICKS
-    except (OSError, ValueError):
-        return None
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds all cores have spent busy since boot (not idle, not waiting on I/O)."""
-    try:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle, iowait = fields[3], fields[4]
-    # guest time is already counted in user time
-    return (sum(fields[:8]) - idle - iowait) / CLOCK_TICKS
-
-
-def _descendants(pid: int) -> Iterator[int]:
-    yield pid
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                yield from _descendants(int(child))
 
 
 # --- load generator -----------------------------------------------------------------------
@@ -383,11 +311,11 @@ async def _measure(server: Server, arguments: argparse.Namespace) -> Window:
 
     async def sample() -> None:
         await asyncio.sleep(max(0.0, window.started - time.perf_counter()))
-        cpu, server_cpu = time.process_time(), _tree_cpu_s(server.process.pid)
-        busy = _machine_busy_s()
+        cpu, server_cpu = time.process_time(), tree_cpu_s(server.process.pid)
+        busy = machine_busy_s()
         await asyncio.sleep(max(0.0, window.ended - time.perf_counter()))
         window.generator_cpu_s = time.process_time() - cpu
-        server_cpu_after, busy_after = _tree_cpu_s(server.process.pid), _machine_busy_s()
+        server_cpu_after, busy_after = tree_cpu_s(server.process.pid), machine_busy_s()
         if server_cpu is not None and server_cpu_after is not None:
             window.server_cpu_s = server_cpu_after - server_cpu
         if busy is not None and busy_after is not None:
@@ -450,11 +378,11 @@ def main() -> None:
                     )
         except BaseException:
             for server in servers:
-                print(f"--- {server.label} log (tail) ---\n{_tail(server.log)}", file=sys.stderr)
+                print(f"--- {server.label} log (tail) ---\n{log_tail(server.log)}", file=sys.stderr)
             raise
         finally:
             for server in reversed(servers):
-                _stop(server, signal.SIGINT)
+                stop_process(server.process)
     wall_s = time.perf_counter() - began
 
     summary = {name: _summary(figures) for name, figures in runs.items()}

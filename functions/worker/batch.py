@@ -2,14 +2,14 @@
 
 - Each record claims its job with a conditional write; a finished or cancelled job is
   not computed again (a duplicate or late delivery succeeds without doing anything).
-- The batch's jobs are grouped by model version and run as one batched ONNX call per
-  model (length-sorted chunks, so texts pad against texts of their own length); if the
-  batched call fails, each job runs alone, so a record that fails fails alone.
+- The batch's jobs are grouped by model version, and each group's inputs go to the model
+  together: sorted by length and cut into chunks that pad little (a runner whose results
+  must not depend on batch-mates, like an int8 embedder, still runs one text per call).
+  If a group's run fails, each job runs alone, so a record that fails fails alone.
 - Inputs a model refuses, or inputs gone from S3, fail their job at once (retrying cannot
-  fix them). Any other
-  error fails the record: SQS delivers it again after a backoff, and on its last allowed
-  delivery the job is marked failed with the reason as the message moves to the
-  dead-letter queue.
+  fix them). Any other error fails the record: SQS delivers it again after a backoff, and
+  on its last allowed delivery the job is marked failed with the reason as the message
+  moves to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from functions.runtime.models import InputError, ModelKey
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from functions.runtime.callbacks import CallbackSender
     from functions.runtime.environment import ExecutionEnvironment
@@ -37,8 +37,12 @@ if TYPE_CHECKING:
     from functions.runtime.jobs import Job
 
 CHUNK_INPUTS = 64
-"""Inputs per session run within a model's group: bigger chunks gain little on a CPU and
-pad more."""
+"""Inputs per session run within a model's group, at most: bigger chunks gain little on a
+CPU and pad more."""
+PADDING_WASTE = 0.1
+"""A chunk of length-sorted inputs ends where padding to its longest would add more than
+this share of its real size: a batch of short sentences padded to its longest text runs
+slower than one call per record (bench/worker_throughput.py)."""
 CALLBACK_MARGIN_S = 2.0
 """Time kept back from the invocation's deadline when delivering callbacks."""
 
@@ -189,10 +193,10 @@ class JobWorker:
     def _run_together(self, runner: Any, group: list[Delivery]) -> None:
         """One model call for the whole group, in length-sorted chunks."""
         inputs = [item for delivery in group for item in delivery.inputs or []]
-        order = sorted(range(len(inputs)), key=lambda index: _size(inputs[index]))
+        sizes = [_size(item) for item in inputs]
+        order = sorted(range(len(inputs)), key=lambda index: sizes[index])
         outputs: list[Any] = [None] * len(inputs)
-        for start in range(0, len(order), CHUNK_INPUTS):
-            chunk = order[start : start + CHUNK_INPUTS]
+        for chunk in _chunks(order, sizes):
             results = runner.run(runner.check([inputs[index] for index in chunk]))
             for index, output in zip(chunk, results, strict=True):
                 outputs[index] = output
@@ -294,3 +298,21 @@ class JobWorker:
 
 def _size(item: Any) -> int:
     return len(item) if isinstance(item, str | list) else 0
+
+
+def _chunks(order: list[int], sizes: list[int]) -> Iterator[list[int]]:
+    """Consecutive runs of `order` (indices sorted by size), each at most CHUNK_INPUTS long
+    and cut before the input whose size, as every member's padded size, would exceed the
+    chunk's real size by more than PADDING_WASTE."""
+    chunk: list[int] = []
+    real = 0
+    for index in order:
+        size = sizes[index]
+        padded = (len(chunk) + 1) * size
+        if chunk and (len(chunk) == CHUNK_INPUTS or padded > (1 + PADDING_WASTE) * (real + size)):
+            yield chunk
+            chunk, real = [], 0
+        chunk.append(index)
+        real += size
+    if chunk:
+        yield chunk

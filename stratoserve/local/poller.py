@@ -33,6 +33,9 @@ RECEIVE_MAX = 10
 """SQS hands out at most ten messages per ReceiveMessage."""
 LONG_POLL_S = 1
 """Short enough for a prompt shutdown; an empty queue costs one call a second."""
+WINDOW_STEP_S = 0.1
+"""Within a batching window's last second: how long between receives that found nothing
+(a batch closes at most this late)."""
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -166,13 +169,13 @@ class EventSourcePoller:
         messages: list[dict[str, Any]] = []
         window_ends: float | None = None
         while len(messages) < self.batch_size:
-            if window_ends is None:
-                wait = LONG_POLL_S
-            else:
-                remaining = window_ends - time.monotonic()
-                if remaining <= 0:
-                    break
-                wait = max(0, min(LONG_POLL_S, int(remaining + 0.999)))
+            remaining = None if window_ends is None else window_ends - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            # SQS long-polls in whole seconds: a wait longer than the rest of the window
+            # would hold the batch past it (by up to a second), so the window's last second
+            # is polled without waiting, in short steps.
+            wait = LONG_POLL_S if remaining is None or remaining >= LONG_POLL_S else 0
             answer = await asyncio.to_thread(
                 self._sqs.receive_message,
                 QueueUrl=self.queue_url,
@@ -187,8 +190,13 @@ class EventSourcePoller:
                 return []  # nothing yet: the caller polls again
             if window_ends is None:
                 window_ends = time.monotonic() + self.batching_window_s
-            if not received and self.batching_window_s == 0:
-                break
+            if not received:
+                if self.batching_window_s == 0:
+                    break
+                if wait == 0:
+                    await asyncio.sleep(
+                        min(WINDOW_STEP_S, max(0.0, window_ends - time.monotonic()))
+                    )
         return messages
 
     async def _delete(self, messages: list[dict[str, Any]]) -> None:
