@@ -74,6 +74,8 @@ def create_job_resources(declaration: Declaration, client: Callable[[str], Any])
         Attributes={
             "VisibilityTimeout": str(declaration.visibility_timeout_s()),
             "RedrivePolicy": json.dumps(redrive),
+            # A message lives as long as its job (SQS keeps one 14 days at most).
+            "MessageRetentionPeriod": str(min(declaration.jobs.ttl_days, 14) * 86_400),
         },
     )["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -103,6 +105,21 @@ def create_job_resources(declaration: Declaration, client: Callable[[str], Any])
     owned = (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists)
     with contextlib.suppress(*owned):
         s3.create_bucket(Bucket=names["bucket"])
+    # Inputs and results expire with their jobs.
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=names["bucket"],
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": f"expire-{prefix}",
+                    "Filter": {"Prefix": f"{prefix}/"},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": declaration.jobs.ttl_days},
+                }
+                for prefix in ("inputs", "results")
+            ]
+        },
+    )
     return JobResources(
         queue_url=queue_url,
         queue_arn=queue_arn,
@@ -117,7 +134,9 @@ class Redrive:
     requeued: list[str]
     """Job ids queued again."""
     already_finished: list[str]
-    """Jobs that finished meanwhile (or expired): their messages were dropped."""
+    """Jobs that finished meanwhile: their messages were dropped."""
+    expired: list[str]
+    """Jobs no longer in the store (past their TTL): their messages were dropped."""
     not_jobs: int
     """Messages that are not stratoserve jobs: left in the dead-letter queue."""
 
@@ -132,15 +151,12 @@ class JobAdmin:
     def connect(
         cls, declaration: Declaration, resources: JobResources, client: Callable[[str], Any]
     ) -> JobAdmin:
-        jobs = declaration.jobs
-        store = JobStore(
+        store = JobStore.for_declaration(
+            declaration,
             table=resources.table,
             bucket=resources.bucket,
             dynamodb=client("dynamodb"),
             s3=client("s3"),
-            ttl_days=jobs.ttl_days,
-            result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
-            max_receive_count=jobs.max_receive_count,
         )
         return cls(resources, store, client("sqs"))
 
@@ -169,9 +185,11 @@ class JobAdmin:
 
     def redrive(self) -> Redrive:
         """Move the DLQ's job messages back to the jobs queue, each job queued again
-        (a fresh count of attempts) before its message is."""
+        (a fresh count of attempts) before its message is; a message leaves the DLQ only
+        once it is on the jobs queue."""
         requeued: list[str] = []
         finished: list[str] = []
+        gone: list[str] = []
         not_jobs = 0
         for message in list(self.dead_letters()):
             try:
@@ -179,17 +197,23 @@ class JobAdmin:
             except MalformedMessage:
                 not_jobs += 1
                 continue
-            if self.store.requeue(job_message.tenant, job_message.job_id):
+            tenant, job_id = job_message.tenant, job_message.job_id
+            if not self.store.requeue(tenant, job_id):
+                job = self.store.get(tenant, job_id)
+                if job is None:
+                    gone.append(job_id)
+                elif job.status != JobStatus.QUEUED:
+                    finished.append(job_id)
+                # queued: requeued by an earlier redrive whose send failed; send it now
+            if job_id not in finished and job_id not in gone:
                 self._sqs.send_message(
                     QueueUrl=self.resources.queue_url,
                     MessageBody=message["Body"],
                     MessageAttributes=message.get("MessageAttributes", {}),
                 )
-                requeued.append(job_message.job_id)
-            else:
-                finished.append(job_message.job_id)
+                requeued.append(job_id)
             self._sqs.delete_message(
                 QueueUrl=self.resources.dead_letter_queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
             )
-        return Redrive(requeued, finished, not_jobs)
+        return Redrive(requeued, finished, gone, not_jobs)

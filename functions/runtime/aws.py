@@ -35,6 +35,17 @@ def describe_error(error: BaseException) -> str:
     return f"{code}: {error}" if code else f"{type(error).__name__}: {error}"
 
 
+def public_reason(error: BaseException) -> str:
+    """What a tenant may read about a failure: AWS's error code, never its message (which
+    names roles, accounts and ARNs); other errors as they are (they are the runtime's own)."""
+    code = error_code(error)
+    if code is not None:
+        return f"AWS error {code}"
+    if type(error).__module__.startswith(("botocore", "urllib3")):
+        return f"AWS unreachable ({type(error).__name__})"
+    return f"{type(error).__name__}: {error}"
+
+
 class AwsClients:
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}

@@ -4,22 +4,68 @@ a POST, signed with HMAC-SHA256 under the tenant's own secret, retried with back
 The signature header reads `t=<unix seconds>,v1=<hex digest of "<t>.<body>">`, as Stripe's
 webhooks do: a receiver recomputes it with its secret and refuses old timestamps. Each
 tenant's secret is derived from the project's signing key, so none is stored per tenant;
-`stratoserve jobs callback-secret --tenant T` shows it to the operator.
+`stratoserve jobs callback-secret --tenant T` shows it to the operator (from the local
+stack's key; the deployed key lives in Secrets Manager).
+
+Where a callback may go is checked twice: when the job is submitted (`check_url`) and
+right before each POST, with the host name resolved, so a name pointing into the
+account's network is refused too; redirects are never followed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 SIGNATURE_HEADER = "x-stratoserve-signature"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 TOLERANCE_S = 300
 """How old a signed timestamp a receiver should accept."""
+
+
+class CallbackRefused(ValueError):
+    """A callback URL stratoserve will not POST to; the message says why."""
+
+
+def check_url(url: str, *, allow_loopback: bool = False) -> str:
+    """https to a public host; plain http and loopback only where `allow_loopback` (the
+    local stack). Host names are checked again, resolved, when the callback is sent."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise CallbackRefused("must be an absolute https:// URL")
+    loopback = parts.hostname in LOOPBACK_HOSTS
+    if parts.scheme == "http" and not (allow_loopback and loopback):
+        raise CallbackRefused("must use https")
+    _check_address(parts.hostname, allow_loopback=allow_loopback)
+    return url
+
+
+def _check_address(host: str, *, allow_loopback: bool) -> None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host in LOOPBACK_HOSTS and not allow_loopback:
+            raise CallbackRefused("must not point at this machine") from None
+        return  # a name: checked once resolved
+    if address.is_loopback and allow_loopback:
+        return
+    if not address.is_global:
+        # The worker would POST from inside the account's network: not to its neighbours.
+        raise CallbackRefused("must not point at a private, loopback or link-local address")
+
+
+def _resolved_check(host: str, *, allow_loopback: bool) -> None:
+    """Every address the name resolves to must pass, right before the POST."""
+    for *_, sockaddr in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
+        _check_address(str(sockaddr[0]), allow_loopback=allow_loopback)
 
 
 def tenant_secret(signing_key: bytes, tenant: str) -> str:
@@ -53,8 +99,10 @@ class CallbackSender:
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        allow_loopback: bool = False,
     ) -> None:
         self._signing_key = signing_key
+        self.allow_loopback = allow_loopback
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
@@ -69,6 +117,13 @@ class CallbackSender:
         import urllib.error
         import urllib.request
 
+        try:
+            check_url(url, allow_loopback=self.allow_loopback)
+            _resolved_check(urlsplit(url).hostname or "", allow_loopback=self.allow_loopback)
+        except (CallbackRefused, OSError) as refused:
+            return {"delivered": False, "attempts": 0, "error": f"not sent: {refused}"}
+        # A redirect would turn the POST into a GET to wherever it points: none followed.
+        opener = urllib.request.build_opener(_no_redirects())
         secret = tenant_secret(self._signing_key(), tenant)
         error = ""
         sent = 0
@@ -89,12 +144,12 @@ class CallbackSender:
                 },
             )
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with opener.open(request, timeout=timeout) as response:
                     return {"delivered": True, "attempts": attempt, "status": response.status}
             except urllib.error.HTTPError as refused:
                 error = f"HTTP {refused.code}"
-                if 400 <= refused.code < 500 and refused.code not in (408, 429):
-                    break  # the receiver refuses it: asking again will not help
+                if refused.code < 500 and refused.code not in (408, 429):
+                    break  # refused, or redirected: asking again will not help
             except (urllib.error.URLError, OSError) as failure:
                 error = str(getattr(failure, "reason", failure))
             if attempt == self.attempts:
@@ -106,3 +161,13 @@ class CallbackSender:
                 break
             self._sleep(pause)
         return {"delivered": False, "attempts": sent, "error": error}
+
+
+def _no_redirects() -> type:
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_: Any, **__: Any) -> None:
+            return None  # the 3xx itself becomes the answer: an HTTPError, not delivered
+
+    return NoRedirects

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     """Locally: the key tenants' callback secrets derive from (the local stack sets it)."""
     callback_secret_arn: str | None = None
     """On AWS: the Secrets Manager secret that holds that key."""
+    local_stack: bool = False
+    """Set by `stratoserve dev`: job callbacks may go to http://localhost."""
 
 
 @lru_cache
@@ -104,22 +106,23 @@ class ExecutionEnvironment:
                     retryable=False,
                 )
             assert settings.jobs_table and settings.jobs_bucket and settings.jobs_queue_url
-            jobs = self.declaration.jobs
-            store = JobStore(
+            store = JobStore.for_declaration(
+                self.declaration,
                 table=settings.jobs_table,
                 bucket=settings.jobs_bucket,
                 dynamodb=self.aws.dynamodb,
                 s3=self.aws.s3,
-                ttl_days=jobs.ttl_days,
-                result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
-                max_receive_count=jobs.max_receive_count,
             )
             queue = JobQueue(queue_url=settings.jobs_queue_url, sqs=self.aws.sqs)
             self._jobs = JobService(store=store, queue=queue)
         return self._jobs
 
     def callback_sender(self) -> CallbackSender:
-        return CallbackSender(self._signing_key, attempts=self.declaration.jobs.callback_attempts)
+        return CallbackSender(
+            self._signing_key,
+            attempts=self.declaration.jobs.callback_attempts,
+            allow_loopback=self.settings.local_stack,
+        )
 
     def _signing_key(self) -> bytes:
         """The callback signing key: from the environment locally, from Secrets Manager

@@ -7,14 +7,16 @@ the reason at once, never left queued with nothing on the queue.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from functions.runtime.aws import describe_error
+from functions.runtime.aws import describe_error, public_reason
 from functions.runtime.jobs import Job, JobMessage, JobStatus, new_job_id, request_hash
+from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,6 +30,11 @@ INLINE_INPUTS_MAX_BYTES = 192 * 1024
 
 
 NOT_QUEUED = "the job could not be queued"
+
+
+RESEND_AFTER_S = 60.0
+"""A replayed job still unclaimed after this long gets its message sent again (a
+duplicate message is harmless; a lost one would leave the job queued for good)."""
 
 
 class JobsUnavailable(RuntimeError):
@@ -94,8 +101,9 @@ class JobService:
         try:
             stored, created = self.store.create(job)
         except Exception as error:
+            logger.error("job not stored", extra={"error": describe_error(error)})
             raise JobsUnavailable(
-                f"the job store refused the job: {describe_error(error)}"
+                f"the job store refused the job ({public_reason(error)})"
             ) from None
         if not created:
             if stored.request_hash != job.request_hash:
@@ -103,32 +111,43 @@ class JobService:
                     "this Idempotency-Key was used for a different request "
                     f"(job {stored.job_id}); use a new key for a new job"
                 )
-            # A job whose message never reached the queue was answered 503 "try again":
-            # the retry, with the same key, queues it rather than replaying the failure.
-            never_queued = (
-                stored.status == JobStatus.FAILED
-                and stored.attempts == 0
-                and (stored.error or "").startswith(NOT_QUEUED)
-            )
-            if not never_queued or not self.store.requeue(tenant, stored.job_id):
+            if not self._unsent(stored):
+                return Submission(stored, replayed=True)
+            # Its message may never have been sent (503 "try again", or the submitting
+            # invocation died first): the retry with the same key sends it. A duplicate
+            # message is harmless: a delivery of a finished job claims nothing.
+            if stored.status == JobStatus.FAILED and not self.store.requeue(tenant, stored.job_id):
                 return Submission(stored, replayed=True)
             stored = self.store.get(tenant, stored.job_id) or stored
+        message = JobMessage(
+            tenant=tenant,
+            job_id=stored.job_id,
+            model=model,
+            version=version,
+            correlation_id=stored.correlation_id,
+        )
         try:
-            message = JobMessage(
-                tenant=tenant,
-                job_id=job.job_id,
-                model=model,
-                version=version,
-                correlation_id=correlation_id,
-            )
             if len(inputs_json) > INLINE_INPUTS_MAX_BYTES:
-                key = self.store.put_inputs(tenant, job.job_id, inputs_json)
-                message = replace(message, inputs_key=key)
+                message = replace(message, inputs_key=self.store.put_inputs(stored, inputs_json))
             else:
                 message = replace(message, inputs=inputs)
             self.queue.send(message)
         except Exception as error:
-            reason = f"{NOT_QUEUED}: {describe_error(error)}"
-            self.store.fail(tenant, job.job_id, reason)
+            logger.error(
+                "job not queued", extra={"job_id": stored.job_id, "error": describe_error(error)}
+            )
+            reason = f"{NOT_QUEUED} ({public_reason(error)})"
+            with contextlib.suppress(Exception):  # the record says queued, attempts 0: see _unsent
+                self.store.fail_unsent(tenant, stored.job_id, reason)
             raise JobsUnavailable(reason) from None
-        return Submission(stored, replayed=False)
+        return Submission(stored, replayed=not created)
+
+    def _unsent(self, job: Job) -> bool:
+        """A job no worker has seen whose message may not be on the queue: its send
+        failed, or it has waited unclaimed for long (the submitting invocation may have
+        died between the record and the message)."""
+        if job.attempts != 0:
+            return False
+        if job.status == JobStatus.QUEUED:
+            return self._clock() - job.created_at > RESEND_AFTER_S
+        return job.status == JobStatus.FAILED and (job.error or "").startswith(NOT_QUEUED)

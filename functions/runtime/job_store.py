@@ -23,10 +23,15 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
+    from stratoserve.declaration import Declaration
+
 
 class JobNotCancellable(Exception):
     def __init__(self, job: Job) -> None:
-        super().__init__(f"job {job.job_id} is {job.status}; only a queued job can be cancelled")
+        super().__init__(
+            f"job {job.job_id} is not queued (status: {job.status}); only a queued job "
+            "can be cancelled"
+        )
         self.job = job
 
 
@@ -95,6 +100,13 @@ def _job(item: dict[str, Any]) -> Job:
     return Job(**fields)
 
 
+def _object_name(job: Job) -> str:
+    """Where a job's payloads go in the bucket. The creation time makes the name unique
+    to this job, not only to its id: an idempotency key's id comes back after the TTL,
+    and must not find the old job's result."""
+    return f"{job.tenant}/{job.job_id}/{int(job.created_at * 1000)}.json"
+
+
 def _number(value: float) -> dict[str, str]:
     return {"N": repr(value)}
 
@@ -125,6 +137,28 @@ class JobStore:
         self.max_receive_count = max_receive_count
         self._clock = clock
 
+    @classmethod
+    def for_declaration(
+        cls,
+        declaration: Declaration,
+        *,
+        table: str,
+        bucket: str,
+        dynamodb: DynamoDBClient,
+        s3: S3Client,
+    ) -> JobStore:
+        """The store with the declaration's `[jobs]` settings."""
+        jobs = declaration.jobs
+        return cls(
+            table=table,
+            bucket=bucket,
+            dynamodb=dynamodb,
+            s3=s3,
+            ttl_days=jobs.ttl_days,
+            result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
+            max_receive_count=jobs.max_receive_count,
+        )
+
     # -- records -------------------------------------------------------------------------
 
     def create(self, job: Job) -> tuple[Job, bool]:
@@ -154,35 +188,61 @@ class JobStore:
             return job
         return self._settle_abandoned(job)
 
-    def start(self, tenant: str, job_id: str, *, lease_s: float) -> Job | None:
+    def start(
+        self, tenant: str, job_id: str, *, lease_s: float, delivery: int | None = None
+    ) -> Job | None:
         """Claim a delivery of the job: running, one more attempt. None when there is
-        nothing to do (finished, cancelled, or no such job)."""
+        nothing to do (finished, cancelled, or no such job).
+
+        `delivery` is SQS's receive count for the message: the attempts are then SQS's own
+        count (deliveries that died before they could claim the job included), which is
+        what decides the move to the dead-letter queue. They never go down: a duplicate
+        message with a lower count claims the job and leaves them as they are."""
         now = self._clock()
+        if delivery is not None:
+            attempts, raising = (
+                ":delivery",
+                " AND (attribute_not_exists(attempts) OR attempts <= :delivery)",
+            )
+        else:
+            attempts, raising = "if_not_exists(attempts, :zero) + :one", ""
         try:
             answer = self._dynamodb.update_item(
                 TableName=self.table,
                 Key=self._key(tenant, job_id),
                 UpdateExpression=(
-                    "SET #status = :running, attempts = if_not_exists(attempts, :zero) + :one, "
+                    f"SET #status = :running, attempts = {attempts}, "
                     "started_at = if_not_exists(started_at, :now), lease_until = :lease, "
                     "updated_at = :now"
                 ),
-                ConditionExpression="attribute_exists(job_id) AND #status IN (:queued, :running)",
+                ConditionExpression=(
+                    f"attribute_exists(job_id) AND #status IN (:queued, :running){raising}"
+                ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":running": {"S": JobStatus.RUNNING},
                     ":queued": {"S": JobStatus.QUEUED},
-                    ":zero": _number(0),
-                    ":one": _number(1),
                     ":now": _number(now),
                     ":lease": _number(now + lease_s),
+                    **(
+                        {":delivery": _number(delivery)}
+                        if delivery is not None
+                        else {":zero": _number(0), ":one": _number(1)}
+                    ),
                 },
                 ReturnValues="ALL_NEW",
             )
         except Exception as error:
-            if _is_condition_failure(error):
+            if not _is_condition_failure(error):
+                raise
+            if delivery is None:
                 return None
-            raise
+            # Refused for its lower count, or because there is nothing to do: ask again
+            # without touching the attempts.
+            current = self._read(tenant, job_id)
+            if current is None or current.finished:
+                return None
+            return self.start(tenant, job_id, lease_s=lease_s, delivery=current.attempts)
         return _job(answer["Attributes"])
 
     def succeed(self, job: Job, result: bytes) -> bool:
@@ -239,6 +299,22 @@ class JobStore:
             },
         )
 
+    def fail_unsent(self, tenant: str, job_id: str, reason: str) -> bool:
+        """Fail a job whose message could not be sent, unless a worker has it already (the
+        send may have reached SQS before it failed on the way back)."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET #status = :failed, #error = :reason, finished_at = :now, updated_at = :now",
+            "#status = :queued AND attempts = :zero",
+            {
+                ":failed": {"S": JobStatus.FAILED},
+                ":reason": {"S": reason},
+                ":queued": {"S": JobStatus.QUEUED},
+                ":zero": _number(0),
+            },
+        )
+
     def note_error(self, tenant: str, job_id: str, reason: str) -> bool:
         """Why the last attempt of a running job failed (it will be retried)."""
         return self._conditional_update(
@@ -288,6 +364,8 @@ class JobStore:
             TableName=self.table,
             Key=self._key(tenant, job_id),
             UpdateExpression="SET callback = :outcome",
+            # Never recreate a record that expired meanwhile (it would have no status).
+            ConditionExpression="attribute_exists(job_id)",
             ExpressionAttributeValues={":outcome": {"S": orjson.dumps(outcome).decode()}},
         )
 
@@ -311,8 +389,8 @@ class JobStore:
 
     # -- payloads in S3 --------------------------------------------------------------------
 
-    def put_inputs(self, tenant: str, job_id: str, inputs_json: bytes) -> str:
-        key = f"inputs/{tenant}/{job_id}.json"
+    def put_inputs(self, job: Job, inputs_json: bytes) -> str:
+        key = f"inputs/{_object_name(job)}"
         self._s3.put_object(
             Bucket=self.bucket, Key=key, Body=inputs_json, ContentType="application/json"
         )
@@ -347,7 +425,7 @@ class JobStore:
         return body
 
     def _put_result(self, job: Job, result: bytes) -> str:
-        key = f"results/{job.tenant}/{job.job_id}.json"
+        key = f"results/{_object_name(job)}"
         try:
             # Written once: a duplicate delivery racing this one finds it there (412).
             self._s3.put_object(

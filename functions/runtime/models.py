@@ -222,6 +222,9 @@ class Embedder:
         return embeddings  # type: ignore[no-any-return]  # an ndarray: orjson writes it as is
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_rows(inputs: list[Any], features: int | None = None) -> list[Any]:
     """Rows of numbers (of `features` each, when the model's width is known)."""
     for index, row in enumerate(inputs):
@@ -229,6 +232,8 @@ def check_rows(inputs: list[Any], features: int | None = None) -> list[Any]:
             raise InputError(f"inputs[{index}]: expected a list of numbers")
         if features is not None and len(row) != features:
             raise InputError(f"inputs[{index}]: expected {features} numbers, got {len(row)}")
+        if any(abs(value) > FLOAT32_MAX for value in row):
+            raise InputError(f"inputs[{index}]: a value is too large for float32 (max 3.4e38)")
     return inputs
 
 

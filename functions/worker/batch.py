@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from functions.runtime.aws import describe_error
+from functions.runtime.aws import describe_error, public_reason
 from functions.runtime.job_store import JobInputsMissing
 from functions.runtime.job_view import job_view
-from functions.runtime.jobs import JobMessage, JobStatus, MalformedMessage
+from functions.runtime.jobs import JobMessage, MalformedMessage
 from functions.runtime.models import InputError, ModelKey
 from functions.runtime.observability import logger
 
@@ -45,6 +45,10 @@ this share of its real size: a batch of short sentences padded to its longest te
 slower than one call per record (bench/worker_throughput.py)."""
 CALLBACK_MARGIN_S = 2.0
 """Time kept back from the invocation's deadline when delivering callbacks."""
+RUN_MARGIN = 0.1
+"""Share of the worker's timeout (at least a second) kept free when starting a model run:
+less left, and the rest of the batch goes back to the queue rather than die with the
+invocation."""
 
 
 @dataclass
@@ -59,8 +63,19 @@ class Delivery:
     inputs: list[Any] | None = None
     outputs: list[Any] | None = None
     failure: str | None = None
-    """Why the record failed: SQS delivers it again (or moves it to the DLQ)."""
+    """Why the record failed, as the job shows it: SQS delivers it again (or moves it to
+    the DLQ)."""
+    detail: str | None = None
+    """The failure in full, for the logs only (AWS's messages name accounts and roles)."""
+    deferred: bool = False
+    """Not run: the invocation had no time left for it. It comes back at once."""
     done: bool = False
+    finished: bool = False
+    """The job reached succeeded or failed in this invocation: its callback is due."""
+
+    def fail(self, error: BaseException) -> None:
+        self.failure = public_reason(error)
+        self.detail = describe_error(error)
 
     @property
     def log_keys(self) -> dict[str, Any]:
@@ -91,6 +106,7 @@ class JobWorker:
         self.max_receive_count = declaration.jobs.max_receive_count
         self.retry_delay_s = declaration.jobs.retry_delay_s
         self.visibility_timeout_s = declaration.visibility_timeout_s()
+        self.run_margin_s = max(1.0, RUN_MARGIN * environment.function.timeout_s)
 
     def process(
         self, records: list[dict[str, Any]], *, deadline: float | None = None
@@ -103,7 +119,7 @@ class JobWorker:
             if delivery.job is not None and not delivery.done and delivery.failure is None:
                 groups[ModelKey(delivery.job.model, delivery.job.version)].append(delivery)
         for key, group in groups.items():
-            self._run(key, group, jobs)
+            self._run(key, group, jobs, deadline)
         for delivery in deliveries:
             if delivery.failure is not None:
                 self._retry_or_give_up(delivery, jobs)
@@ -119,12 +135,15 @@ class JobWorker:
         try:
             delivery.message = message = JobMessage.decode(record["body"])
         except MalformedMessage as error:
-            delivery.failure = str(error)
+            delivery.failure = delivery.detail = str(error)
             logger.error("not a job message", extra={**delivery.log_keys, "error": str(error)})
             return delivery
         try:
             job = jobs.store.start(
-                message.tenant, message.job_id, lease_s=self.visibility_timeout_s
+                message.tenant,
+                message.job_id,
+                lease_s=self.visibility_timeout_s,
+                delivery=delivery.receive_count,
             )
             if job is None:
                 delivery.done = True
@@ -145,10 +164,14 @@ class JobWorker:
             # S3 is strongly consistent: inputs that are not there will not appear.
             self._finish_failed(delivery, str(error), jobs)
         except Exception as error:
-            delivery.failure = describe_error(error)
+            delivery.fail(error)
         return delivery
 
-    def _run(self, key: ModelKey, group: list[Delivery], jobs: JobService) -> None:
+    def _run(
+        self, key: ModelKey, group: list[Delivery], jobs: JobService, deadline: float | None
+    ) -> None:
+        """Run a model's share of the batch: small jobs together, a job bigger than a
+        chunk on its own; each job is stored as soon as its outputs are complete."""
         started = time.perf_counter()
         try:
             with self.environment.cache.use(key) as loaded:
@@ -160,43 +183,46 @@ class JobWorker:
                         runnable.append(delivery)
                     except InputError as error:
                         self._finish_failed(delivery, f"invalid inputs: {error}", jobs)
-                if self.batched and len(runnable) > 1:
+                small = [d for d in runnable if len(d.inputs or []) <= CHUNK_INPUTS]
+                large = [d for d in runnable if len(d.inputs or []) > CHUNK_INPUTS]
+                if self.batched and len(small) > 1 and not self._defer(small, deadline):
                     try:
-                        self._run_together(runner, runnable)
+                        self._run_together(runner, small, deadline)
                     except Exception as error:
                         logger.warning(
                             "batched run failed; running each job alone",
                             extra={"model": str(key), "error": describe_error(error)},
                         )
-                        self._run_alone(runner, runnable)
-                else:
-                    self._run_alone(runner, runnable)
+                    else:
+                        for delivery in small:
+                            self._finish_succeeded(delivery, jobs)
+                        small = []
+                self._run_alone(runner, [*small, *large], jobs, deadline)
         except Exception as error:  # the model would not load
             for delivery in group:
                 if not delivery.done and delivery.failure is None:
-                    delivery.failure = describe_error(error)
+                    delivery.fail(error)
             return
-        model_ms = (time.perf_counter() - started) * 1000
         logger.info(
             "batch run",
             extra={
                 "model": key.name,
                 "version": key.version,
                 "jobs": len(group),
-                "model_ms": round(model_ms, 3),
+                "model_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
-        for delivery in group:
-            if delivery.outputs is not None:
-                self._finish_succeeded(delivery, jobs)
 
-    def _run_together(self, runner: Any, group: list[Delivery]) -> None:
-        """One model call for the whole group, in length-sorted chunks."""
+    def _run_together(self, runner: Any, group: list[Delivery], deadline: float | None) -> None:
+        """The group's inputs in length-sorted chunks that pad little (out of time half-way,
+        it raises, and the jobs run one by one, each watching the deadline)."""
         inputs = [item for delivery in group for item in delivery.inputs or []]
         sizes = [_size(item) for item in inputs]
         order = sorted(range(len(inputs)), key=lambda index: sizes[index])
         outputs: list[Any] = [None] * len(inputs)
-        for chunk in _chunks(order, sizes):
+        for number, chunk in enumerate(_chunks(order, sizes)):
+            if number and self._out_of_time(deadline):
+                raise TimeoutError("the invocation ran out of time in a batched run")
             results = runner.run(runner.check([inputs[index] for index in chunk]))
             for index, output in zip(chunk, results, strict=True):
                 outputs[index] = output
@@ -206,16 +232,39 @@ class JobWorker:
             delivery.outputs = outputs[offset : offset + count]
             offset += count
 
-    def _run_alone(self, runner: Any, group: list[Delivery]) -> None:
-        for delivery in group:
+    def _run_alone(
+        self, runner: Any, group: list[Delivery], jobs: JobService, deadline: float | None
+    ) -> None:
+        for position, delivery in enumerate(group):
+            if self._defer(group[position:], deadline):
+                return
+            inputs = delivery.inputs or []
+            outputs: list[Any] = []
             try:
-                inputs = delivery.inputs or []
-                outputs: list[Any] = []
                 for start in range(0, len(inputs), CHUNK_INPUTS):
+                    if start and self._out_of_time(deadline):
+                        raise TimeoutError(
+                            f"the worker's {self.environment.function.timeout_s} s ran out "
+                            f"after {start} of {len(inputs)} inputs"
+                        )
                     outputs.extend(runner.run(runner.check(inputs[start : start + CHUNK_INPUTS])))
-                delivery.outputs = outputs
             except Exception as error:
-                delivery.failure = describe_error(error)
+                delivery.fail(error)
+                continue
+            delivery.outputs = outputs
+            self._finish_succeeded(delivery, jobs)
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        return deadline is not None and deadline - time.monotonic() < self.run_margin_s
+
+    def _defer(self, deliveries: list[Delivery], deadline: float | None) -> bool:
+        """Send `deliveries` back to the queue, unrun, if the invocation is out of time."""
+        if not self._out_of_time(deadline):
+            return False
+        for delivery in deliveries:
+            delivery.failure = delivery.detail = "deferred: the invocation ran out of time"
+            delivery.deferred = True
+        return True
 
     def _finish_succeeded(self, delivery: Delivery, jobs: JobService) -> None:
         assert delivery.job is not None
@@ -223,9 +272,10 @@ class JobWorker:
         try:
             stored = jobs.store.succeed(delivery.job, result)
         except Exception as error:
-            delivery.failure = describe_error(error)
+            delivery.fail(error)
             return
         delivery.done = True
+        delivery.finished = stored
         logger.info(
             "job succeeded" if stored else "job had already finished: result not stored again",
             extra={**delivery.log_keys, "bytes": len(result)},
@@ -234,11 +284,12 @@ class JobWorker:
     def _finish_failed(self, delivery: Delivery, reason: str, jobs: JobService) -> None:
         assert delivery.job is not None
         try:
-            jobs.store.fail(delivery.job.tenant, delivery.job.job_id, reason)
+            failed = jobs.store.fail(delivery.job.tenant, delivery.job.job_id, reason)
         except Exception as error:
-            delivery.failure = describe_error(error)
+            delivery.fail(error)
             return
         delivery.done = True
+        delivery.finished = failed
         logger.info("job failed", extra={**delivery.log_keys, "error": reason})
 
     def _retry_or_give_up(self, delivery: Delivery, jobs: JobService) -> None:
@@ -248,20 +299,23 @@ class JobWorker:
             if delivery.message is not None:
                 tenant, job_id = delivery.message.tenant, delivery.message.job_id
                 if last:
-                    jobs.store.fail(
+                    delivery.finished = jobs.store.fail(
                         tenant,
                         job_id,
                         f"gave up after {delivery.receive_count} deliveries: {reason}; the "
                         "message is in the dead-letter queue",
                     )
-                else:
+                elif not delivery.deferred:
                     jobs.store.note_error(tenant, job_id, reason)
             if not last:
-                delay = min(
-                    self.retry_delay_s * 2 ** (delivery.receive_count - 1),
-                    self.visibility_timeout_s,
+                delay = (
+                    0.0
+                    if delivery.deferred
+                    else self.retry_delay_s * 2 ** (delivery.receive_count - 1)
                 )
-                jobs.queue.retry_later(delivery.receipt_handle, round(delay))
+                jobs.queue.retry_later(
+                    delivery.receipt_handle, round(min(delay, self.visibility_timeout_s))
+                )
         except Exception as error:
             # The record still fails: SQS redelivers it when its visibility times out.
             logger.warning(
@@ -271,7 +325,11 @@ class JobWorker:
         logger.error(
             "job attempt failed"
             + ("; moving to the dead-letter queue" if last else "; will retry"),
-            extra={**delivery.log_keys, "attempt": delivery.receive_count, "error": reason},
+            extra={
+                **delivery.log_keys,
+                "attempt": delivery.receive_count,
+                "error": delivery.detail or reason,
+            },
         )
 
     def _callbacks(
@@ -281,17 +339,18 @@ class JobWorker:
             return
         for delivery in deliveries:
             job = delivery.job
-            if job is None or job.callback_url is None or not delivery.done:
+            if job is None or job.callback_url is None or not delivery.finished:
                 continue
-            finished = jobs.store.get(job.tenant, job.job_id)
-            if finished is None or finished.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-                continue
-            body = orjson.dumps(job_view(finished, jobs.store))
             until = (deadline or time.monotonic() + 30) - CALLBACK_MARGIN_S
             try:
+                finished = jobs.store.get(job.tenant, job.job_id)
+                if finished is None or not finished.finished:
+                    continue
+                body = orjson.dumps(job_view(finished, jobs.store))
                 outcome = self.callbacks.deliver(job.callback_url, job.tenant, body, deadline=until)
                 jobs.store.record_callback(job.tenant, job.job_id, outcome)
             except Exception as error:
+                # A callback never fails the batch: the jobs are stored already.
                 outcome = {"delivered": False, "error": describe_error(error)}
             logger.info("callback", extra={**delivery.log_keys, **outcome})
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from stratoserve.declaration.schema import (
     API_FUNCTION,
+    DEFAULT_WORKER,
     QUOTA_MAX_OFFSET,
     RESERVED_FUNCTIONS,
     WORKER_FUNCTION,
@@ -87,7 +88,7 @@ def _with_default_functions(declaration: Declaration) -> Declaration:
         if model not in claimed:
             functions[model] = FunctionSpec(models=[model])
     functions.setdefault(API_FUNCTION, FunctionSpec(memory_mb=512))
-    functions.setdefault(WORKER_FUNCTION, FunctionSpec(memory_mb=2048, timeout_s=60))
+    functions.setdefault(WORKER_FUNCTION, DEFAULT_WORKER)
     return declaration.model_copy(update={"functions": functions})
 
 
@@ -187,8 +188,7 @@ def _jobs_problems(declaration: Declaration) -> Iterator[str]:
     jobs = declaration.jobs
     if jobs.batch_size > 10 and jobs.batching_window_s < 1:
         yield "jobs.batching_window_s: must be at least 1 when batch_size is over 10 (AWS's rule)"
-    worker = declaration.functions.get(WORKER_FUNCTION)
-    timeout = worker.timeout_s if worker else 60
+    timeout = declaration.functions.get(WORKER_FUNCTION, DEFAULT_WORKER).timeout_s
     if jobs.visibility_timeout_s is not None and jobs.visibility_timeout_s < 6 * timeout:
         yield (
             f"jobs.visibility_timeout_s: must be at least {6 * timeout} (6x functions.worker."

@@ -83,6 +83,9 @@ class FunctionSpec(Strict):
     """How many execution environments `stratoserve dev` may run for it at once."""
 
 
+DEFAULT_WORKER = FunctionSpec(memory_mb=2048, timeout_s=60)
+"""The worker function when the declaration does not size it."""
+
 QUOTA_MAX_OFFSET = {"DAY": 0, "WEEK": 6, "MONTH": 27}
 """API Gateway's QuotaSettings.offset: the day a period starts (WEEK 0 = Sunday, MONTH
 0 = the 1st). MONTH stops at 27 so the first day exists in every month, February too."""
@@ -205,8 +208,8 @@ class Declaration(Strict):
         advice for an SQS event source, so a slow batch is not delivered twice)."""
         if self.jobs.visibility_timeout_s is not None:
             return self.jobs.visibility_timeout_s
-        worker = self.functions.get(WORKER_FUNCTION)
-        return 6 * (worker.timeout_s if worker else FunctionSpec().timeout_s)
+        worker = self.functions.get(WORKER_FUNCTION, DEFAULT_WORKER)
+        return 6 * worker.timeout_s
 
     def routing_for(self, model: str) -> RoutingSpec:
         return self.routing.get(model, RoutingSpec())

@@ -156,6 +156,7 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         jobs_environment = {
             **resources.environment(),
             "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir),
+            "STRATOSERVE_LOCAL_STACK": "1",
         }
         pools = {
             name: FunctionPool(config, cwd=project_root)
@@ -288,14 +289,18 @@ def callback_signing_key(state: Path) -> str:
 
     path = state / "callback-signing-key"
     try:
-        return path.read_text().strip()
+        key = path.read_text().strip()
     except FileNotFoundError:
-        pass
+        key = ""
+    if key:
+        return key
     state.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(key)
+    temporary.replace(path)
     return key
 
 

@@ -7,9 +7,8 @@ does not exist.
 
 from __future__ import annotations
 
-import ipaddress
+import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Request
@@ -18,7 +17,8 @@ from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
-from functions.runtime.aws import describe_error, error_code
+from functions.runtime.aws import describe_error, error_code, public_reason
+from functions.runtime.callbacks import CallbackRefused, check_url
 from functions.runtime.job_service import IdempotencyConflict, JobsUnavailable
 from functions.runtime.job_store import JobNotCancellable
 from functions.runtime.job_view import job_view
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 _SUBMIT_SCHEMA = {
     "required": True,
@@ -94,7 +93,12 @@ def _submit_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]
             raise ApiError(422, '"model" must be the name of a model')
         callback_url = payload.get("callback_url")
         if callback_url is not None:
-            callback_url = _checked_callback_url(callback_url)
+            if not isinstance(callback_url, str):
+                raise ApiError(422, '"callback_url" must be a URL string')
+            try:
+                check_url(callback_url, allow_loopback=environment.settings.local_stack)
+            except CallbackRefused as refused:
+                raise ApiError(422, f'"callback_url" {refused}') from None
         return await enqueue(
             api_version,
             model,
@@ -189,7 +193,7 @@ def _show_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
         request: Request, environment: EnvironmentDep, tenant: TenantDep
     ) -> JSONResponse:
         store = _store(environment)
-        job_id = request.path_params["job_id"]
+        job_id = _job_id(request)
         try:
             job = store.get(tenant.name if tenant else NO_TENANT, job_id)
         except Exception as error:
@@ -209,7 +213,7 @@ def _cancel_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]
         request: Request, environment: EnvironmentDep, tenant: TenantDep
     ) -> JSONResponse:
         store = _store(environment)
-        job_id = request.path_params["job_id"]
+        job_id = _job_id(request)
         try:
             job = store.cancel(tenant.name if tenant else NO_TENANT, job_id)
         except JobNotCancellable as error:
@@ -239,7 +243,18 @@ def _unavailable(error: Exception) -> Exception:
     if error_code(error) is None and not type(error).__module__.startswith("botocore"):
         return error
     logger.error("job store unavailable", extra={"error": describe_error(error)})
-    return ApiError(503, f"the job store could not be read: {describe_error(error)}; try again")
+    return ApiError(503, f"the job store could not be read ({public_reason(error)}); try again")
+
+
+def _job_id(request: Request) -> str:
+    """The path's job id; one that stratoserve cannot have issued (not a UUID) is a 404
+    at once, like any unknown id, never a question to DynamoDB (which refuses long keys)."""
+    job_id: str = request.path_params["job_id"]
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(404, f"no job {job_id[:64]}") from None
+    return job_id
 
 
 def _payload(raw: bytes) -> dict[str, Any]:
@@ -262,23 +277,3 @@ def _idempotency_key(request: Request) -> str | None:
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise ApiError(400, "Idempotency-Key must be 1 to 255 printable characters")
     return key
-
-
-def _checked_callback_url(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ApiError(422, '"callback_url" must be a URL string')
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ApiError(422, '"callback_url" must be an absolute https:// URL')
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-        raise ApiError(422, '"callback_url" must use https (plain http only to localhost)')
-    try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return value  # a host name
-    if not address.is_loopback and (
-        address.is_private or address.is_link_local or address.is_reserved
-    ):
-        # The worker would POST from inside the account's network: not to its neighbours.
-        raise ApiError(422, '"callback_url" must not point at a private or link-local address')
-    return value

@@ -1,10 +1,12 @@
 """The jobs routes through Lambda's path (a REST proxy event through Mangum), with the job
 store and queue in a real moto server: 202 with a job, tenant-scoped reads, idempotency,
-cancellation, and predict requests too big for the inline path."""
+cancellation, callback URLs, and predict requests too big for the inline path."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from functions.api.app import create_app
 from functions.api.dependencies import current_environment
 from functions.runtime.environment import ExecutionEnvironment, Settings
 from functions.runtime.job_queue import CORRELATION_ATTRIBUTE
+from functions.runtime.job_service import INLINE_INPUTS_MAX_BYTES
 from functions.runtime.jobs import JobMessage
 from functions.runtime.tenants import TenantDirectory
 from stratoserve.jobs import create_job_resources
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from stratoserve.jobs import JobResources
 
 Response = tuple[int, dict[str, str], Any]
+NOT_PRIVATE = '"callback_url" must not point at a private, loopback or link-local address'
 
 
 class Context:
@@ -119,13 +123,15 @@ def _handler(environment: ExecutionEnvironment) -> Callable[[dict[str, Any]], Re
     return call
 
 
-@pytest.fixture(scope="module")
-def invoke(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
+def _invoker(
+    stack: Stack, declaration: Declaration, *, local_stack: bool
+) -> Callable[..., Response]:
     """Invoke function `name` (api or embed) as `tenant`, with the jobs path set up."""
     settings = Settings(
         jobs_table=stack.resources.table,
         jobs_bucket=stack.resources.bucket,
         jobs_queue_url=stack.resources.queue_url,
+        local_stack=local_stack,
     )
     handlers = {
         name: _handler(_environment(declaration, name, settings, stack.url))
@@ -152,6 +158,18 @@ def invoke(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
         return handlers[name](event)
 
     return call
+
+
+@pytest.fixture(scope="module")
+def invoke(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
+    """As in `stratoserve dev`: callbacks may go to http://localhost."""
+    return _invoker(stack, declaration, local_stack=True)
+
+
+@pytest.fixture(scope="module")
+def invoke_deployed(stack: Stack, declaration: Declaration) -> Callable[..., Response]:
+    """As on AWS: callbacks only to https and public hosts."""
+    return _invoker(stack, declaration, local_stack=False)
 
 
 @pytest.fixture(autouse=True)
@@ -198,18 +216,26 @@ def test_a_job_is_answered_202_and_its_message_is_on_the_queue(
 
 
 def test_large_inputs_travel_through_the_bucket(
-    invoke: Callable[..., Response], stack: Stack
+    invoke: Callable[..., Response], stack: Stack, declaration: Declaration
 ) -> None:
-    inputs = [f"{index:04d} " + "lorem ipsum " * 5 for index in range(4000)]
-    assert len(json.dumps(inputs)) > 192 * 1024
+    count = declaration.routing_for("embed").job_max_inputs
+    filler = "lorem ipsum " * (INLINE_INPUTS_MAX_BYTES // count // 12 + 1)
+    inputs = [f"{index:05d} {filler}" for index in range(count)]
+    assert len(json.dumps(inputs)) > INLINE_INPUTS_MAX_BYTES
 
+    submitted_after = time.time()
     status, _, body = _submit(invoke, {"model": "embed", "inputs": inputs})
+    submitted_before = time.time()
 
     assert status == 202
     (message,) = stack.drain()
     decoded = JobMessage.decode(message["Body"])
     assert decoded.inputs is None
-    assert decoded.inputs_key == f"inputs/acme/{body['job_id']}.json"
+    assert decoded.inputs_key is not None
+    # Named by the job and its creation time (in ms).
+    named = re.fullmatch(rf"inputs/acme/{body['job_id']}/(\d+)\.json", decoded.inputs_key)
+    assert named is not None, decoded.inputs_key
+    assert int(submitted_after * 1000) <= int(named[1]) <= int(submitted_before * 1000)
     stored = client("s3", stack.url).get_object(
         Bucket=stack.resources.bucket, Key=decoded.inputs_key
     )
@@ -384,14 +410,33 @@ def test_a_plan_without_the_model_is_a_403(invoke: Callable[..., Response], stac
     assert len(stack.drain()) == 1
 
 
-def test_a_job_over_job_max_inputs_is_a_413(invoke: Callable[..., Response], stack: Stack) -> None:
-    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"] * 5001})
+def test_a_job_over_job_max_inputs_is_a_413(
+    invoke: Callable[..., Response], stack: Stack, declaration: Declaration
+) -> None:
+    limit = declaration.routing_for("embed").job_max_inputs
+
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"] * (limit + 1)})
+    at_limit = _submit(invoke, {"model": "embed", "inputs": ["a"] * limit})
 
     assert status == 413
     assert body == {
-        "message": "5001 inputs is more than a job of embed may carry (5000, "
+        "message": f"{limit + 1} inputs is more than a job of embed may carry ({limit}, "
         "routing.embed.job_max_inputs); split it into several jobs"
     }
+    assert at_limit[0] == 202
+    assert len(stack.drain()) == 1
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38], ids=["over", "under"])
+def test_a_number_too_large_for_float32_is_a_422(
+    invoke: Callable[..., Response], stack: Stack, value: float
+) -> None:
+    rows = [[0.0] * 64, [0.0] * 63 + [value]]
+
+    status, _, body = _submit(invoke, {"model": "digits", "inputs": rows})
+
+    assert status == 422
+    assert body == {"message": "inputs[1]: a value is too large for float32 (max 3.4e38)"}
     assert stack.drain() == []
 
 
@@ -419,6 +464,46 @@ def test_an_https_or_local_callback_url_is_kept_on_the_job(
     _, _, job = invoke("api", "acme", "GET", f"/v2/jobs/{submitted['job_id']}")
 
     assert job["callback"] == {"url": url, "delivered": False}
+
+
+@pytest.mark.parametrize(
+    "url", ["https://10.0.0.1/hook", "https://169.254.169.254/latest/meta-data/"]
+)
+def test_even_the_local_stack_calls_back_no_private_address(
+    invoke: Callable[..., Response], stack: Stack, url: str
+) -> None:
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"], "callback_url": url})
+
+    assert status == 422
+    assert body == {"message": NOT_PRIVATE}
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://localhost:9000/hook", '"callback_url" must use https'),
+        ("https://localhost/hook", '"callback_url" must not point at this machine'),
+        ("https://127.0.0.1/hook", NOT_PRIVATE),
+        ("https://10.0.0.1/hook", NOT_PRIVATE),
+        ("https://169.254.169.254/latest/meta-data/", NOT_PRIVATE),
+    ],
+)
+def test_outside_the_local_stack_a_callback_url_must_be_https_to_a_public_host(
+    invoke_deployed: Callable[..., Response], stack: Stack, url: str, message: str
+) -> None:
+    status, _, body = _submit(
+        invoke_deployed, {"model": "embed", "inputs": ["a"], "callback_url": url}
+    )
+    allowed = _submit(
+        invoke_deployed,
+        {"model": "embed", "inputs": ["a"], "callback_url": "https://example.com/hook"},
+    )
+
+    assert status == 422
+    assert body == {"message": message}
+    assert allowed[0] == 202
+    assert len(stack.drain()) == 1
 
 
 # -- predict too big for the inline path -----------------------------------------------
@@ -449,9 +534,11 @@ def test_a_predict_over_the_inline_limit_becomes_a_job(
 
 
 def test_a_predict_over_job_max_inputs_is_a_413(
-    invoke: Callable[..., Response], stack: Stack
+    invoke: Callable[..., Response], stack: Stack, declaration: Declaration
 ) -> None:
-    status, _, body = invoke("embed", "acme", "POST", "/v2/predict/embed", {"inputs": ["a"] * 5001})
+    too_many = ["a"] * (declaration.routing_for("embed").job_max_inputs + 1)
+
+    status, _, body = invoke("embed", "acme", "POST", "/v2/predict/embed", {"inputs": too_many})
 
     assert status == 413
     assert "routing.embed.job_max_inputs" in body["message"]
@@ -500,7 +587,8 @@ def test_a_queued_job_is_cancelled_once(invoke: Callable[..., Response]) -> None
     assert "finished_at" in cancelled
     assert again[0] == 409
     assert again[2] == {
-        "message": f"job {submitted['job_id']} is cancelled; only a queued job can be cancelled"
+        "message": f"job {submitted['job_id']} is not queued (status: cancelled); only a "
+        "queued job can be cancelled"
     }
     assert shown["status"] == "cancelled"
 
@@ -512,6 +600,21 @@ def test_cancelling_a_missing_job_is_a_404(invoke: Callable[..., Response]) -> N
 
     assert status == 404
     assert body == {"message": f"no job {missing}"}
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_job_id_that_is_not_a_uuid_is_a_404_without_asking_the_store(
+    stack: Stack, declaration: Declaration, method: str
+) -> None:
+    # A store that would answer 503: a 404 says it was never asked.
+    call = _unreadable_store(stack, declaration)
+
+    short = call(method, "/v2/jobs/some-job")
+    long = call(method, "/v2/jobs/" + "x" * 2000)  # DynamoDB would refuse a key this long
+
+    assert short[0] == long[0] == 404
+    assert short[2] == {"message": "no job some-job"}
+    assert long[2] == {"message": "no job " + "x" * 64}
 
 
 # -- without the job path --------------------------------------------------------------
@@ -571,8 +674,10 @@ def test_a_store_that_refuses_a_submission_is_a_503(stack: Stack, declaration: D
     status, _, body = call("POST", "/v2/jobs", {"model": "embed", "inputs": ["a"]})
 
     assert status == 503
-    assert body["message"].startswith("the job store refused the job: ")
-    assert body["message"].endswith("; try again")
+    # AWS's error code only: its message (which names the table) stays in the logs.
+    assert body == {
+        "message": "the job store refused the job (AWS error ResourceNotFoundException); try again"
+    }
     assert stack.drain() == []
 
 
@@ -582,7 +687,10 @@ def test_a_store_that_refuses_a_read_is_a_503(
 ) -> None:
     call = _unreadable_store(stack, declaration)
 
-    status, _, body = call(method, "/v2/jobs/some-job")
+    status, _, body = call(method, f"/v2/jobs/{uuid.uuid4()}")
 
     assert status == 503
-    assert "try again" in body["message"]
+    assert body == {
+        "message": "the job store could not be read (AWS error ResourceNotFoundException); "
+        "try again"
+    }

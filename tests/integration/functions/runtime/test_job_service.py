@@ -13,6 +13,7 @@ import pytest
 from functions.runtime.job_queue import CORRELATION_ATTRIBUTE, JobQueue
 from functions.runtime.job_service import (
     INLINE_INPUTS_MAX_BYTES,
+    RESEND_AFTER_S,
     IdempotencyConflict,
     JobService,
     JobsUnavailable,
@@ -52,9 +53,12 @@ class Aws:
             clock=lambda: NOW,
         )
 
-    def service(self, *, table: str | None = None, queue_url: str | None = None) -> JobService:
+    def service(
+        self, *, table: str | None = None, queue_url: str | None = None, now: float = NOW
+    ) -> JobService:
+        """The service as of `now` (the store keeps NOW: nothing expires meanwhile)."""
         queue = JobQueue(queue_url=queue_url or self.resources.queue_url, sqs=self.sqs)
-        return JobService(store=self.store(table), queue=queue, clock=lambda: NOW)
+        return JobService(store=self.store(table), queue=queue, clock=lambda: now)
 
     def drain(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
@@ -142,7 +146,7 @@ def test_inputs_too_large_for_a_message_wait_in_the_bucket(aws: Aws, tenant: str
     (message,) = aws.drain()
     decoded = JobMessage.decode(message["Body"])
     assert decoded.inputs is None
-    assert decoded.inputs_key == f"inputs/{tenant}/{job.job_id}.json"
+    assert decoded.inputs_key == f"inputs/{tenant}/{job.job_id}/{int(NOW * 1000)}.json"
     assert aws.store().inputs(decoded.inputs_key) == inputs
     assert len(message["Body"]) < 1024
 
@@ -150,12 +154,49 @@ def test_inputs_too_large_for_a_message_wait_in_the_bucket(aws: Aws, tenant: str
 def test_an_idempotent_replay_is_the_stored_job_and_sends_nothing(aws: Aws, tenant: str) -> None:
     service = aws.service()
     first = _submit(service, tenant, ["a"], idempotency_key="order-1")
+    # Still fresh: its message is on the queue, waiting for a worker.
+    later = aws.service(now=NOW + RESEND_AFTER_S - 1)
 
     replay = _submit(service, tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
+    later_replay = _submit(later, tenant, ["a"], idempotency_key="order-1", correlation_id="req-3")
+
+    assert replay.replayed is True and later_replay.replayed is True
+    assert replay.job == later_replay.job == first.job
+    assert len(aws.drain()) == 1
+
+
+def test_a_replay_of_a_job_long_unclaimed_sends_its_message_again(aws: Aws, tenant: str) -> None:
+    """The submitting invocation may have died between the record and the message: a job
+    still queued, unclaimed, after RESEND_AFTER_S gets its message again on a replay."""
+    inputs = ["x" * 1000] * (INLINE_INPUTS_MAX_BYTES // 1000 + 1)  # through the bucket
+    first = _submit(aws.service(), tenant, inputs, idempotency_key="order-1")
+    aws.drain()  # lost
+    later = aws.service(now=NOW + RESEND_AFTER_S + 1)
+
+    replay = _submit(later, tenant, inputs, idempotency_key="order-1", correlation_id="req-2")
 
     assert replay.replayed is True
     assert replay.job == first.job
-    assert len(aws.drain()) == 1
+    (message,) = aws.drain()
+    decoded = JobMessage.decode(message["Body"])
+    assert (decoded.job_id, decoded.correlation_id) == (first.job.job_id, "req-1")
+    assert message["MessageAttributes"][CORRELATION_ATTRIBUTE]["StringValue"] == "req-1"
+    # The stored job's object name (its creation time), not the replay's.
+    assert decoded.inputs_key == f"inputs/{tenant}/{first.job.job_id}/{int(NOW * 1000)}.json"
+    assert aws.store().inputs(decoded.inputs_key) == inputs
+
+
+def test_a_replay_of_a_job_a_worker_claimed_sends_nothing(aws: Aws, tenant: str) -> None:
+    first = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+    aws.drain()
+    assert aws.store().start(tenant, first.job.job_id, lease_s=60) is not None
+    later = aws.service(now=NOW + RESEND_AFTER_S + 1)
+
+    replay = _submit(later, tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
+
+    assert replay.replayed is True
+    assert (replay.job.status, replay.job.attempts) == (JobStatus.RUNNING, 1)
+    assert aws.drain() == []
 
 
 def test_a_key_reused_for_another_request_is_refused_naming_the_job(aws: Aws, tenant: str) -> None:
@@ -174,8 +215,14 @@ def test_a_store_that_refuses_the_job_is_unavailable_and_nothing_is_sent(
 ) -> None:
     service = aws.service(table="no-such-table")
 
-    with pytest.raises(JobsUnavailable, match=r"^the job store refused the job: ResourceNotFound"):
+    with pytest.raises(JobsUnavailable) as caught:
         _submit(service, tenant, ["a"])
+
+    # AWS's code only: its messages name roles, accounts and ARNs (they go to the logs).
+    assert str(caught.value) == (
+        "the job store refused the job (AWS error ResourceNotFoundException)"
+    )
+    assert caught.value.retryable is True
     assert aws.drain() == []
 
 
@@ -183,20 +230,44 @@ def test_a_job_that_cannot_be_queued_is_failed_with_the_reason(aws: Aws, tenant:
     missing_queue = aws.resources.queue_url + "-missing"
     service = aws.service(queue_url=missing_queue)
 
-    with pytest.raises(JobsUnavailable, match=r"^the job could not be queued: ") as caught:
+    with pytest.raises(JobsUnavailable) as caught:
         _submit(service, tenant, ["a"], idempotency_key="order-1")
 
+    assert str(caught.value) == (
+        "the job could not be queued (AWS error AWS.SimpleQueueService.NonExistentQueue)"
+    )
     (job,) = aws.store().jobs(tenant)
-    assert job.status == JobStatus.FAILED
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 0)
     assert job.error == str(caught.value)
 
 
 def test_a_retry_after_the_queue_refused_the_job_queues_it(aws: Aws, tenant: str) -> None:
     refused = aws.service(queue_url=aws.resources.queue_url + "-missing")
     with pytest.raises(JobsUnavailable):
-        _submit(refused, tenant, ["a"], idempotency_key="order-1")
+        _submit(refused, tenant, ["a"], idempotency_key="order-1", correlation_id="req-1")
 
-    retry = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+    retry = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
 
-    assert retry.job.status == JobStatus.QUEUED
-    assert len(aws.drain()) == 1
+    assert retry.replayed is True, "the same job as the first request's"
+    assert (retry.job.status, retry.job.attempts, retry.job.error) == (JobStatus.QUEUED, 0, None)
+    assert aws.store().get(tenant, retry.job.job_id) == retry.job
+    (message,) = aws.drain()
+    decoded = JobMessage.decode(message["Body"])
+    assert (decoded.job_id, decoded.inputs) == (retry.job.job_id, ["a"])
+    assert decoded.correlation_id == "req-1", "the job's own correlation id"
+    assert _submit(aws.service(), tenant, ["a"], idempotency_key="order-1").replayed is True
+    assert aws.drain() == [], "queued now: a replay sends nothing more"
+
+
+def test_a_job_that_failed_for_another_reason_is_not_queued_again(aws: Aws, tenant: str) -> None:
+    first = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+    aws.drain()
+    store = aws.store()
+    store.start(tenant, first.job.job_id, lease_s=60)
+    store.fail(tenant, first.job.job_id, "invalid inputs: inputs[0]: too long")
+
+    replay = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+
+    assert replay.replayed is True
+    assert replay.job.status == JobStatus.FAILED
+    assert aws.drain() == []

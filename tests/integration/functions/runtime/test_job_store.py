@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
+from functions.runtime.aws import error_code
 from functions.runtime.job_store import JobInputsMissing, JobNotCancellable, JobStore
 from functions.runtime.jobs import Job, JobStatus
 from stratoserve.jobs import create_job_resources
@@ -202,6 +204,30 @@ def test_each_start_is_one_more_attempt_and_keeps_the_first_start_time(
     assert store.get(tenant, job.job_id) == second
 
 
+def test_a_start_for_a_delivery_takes_sqs_s_receive_count_as_its_attempts(
+    store: JobStore, tenant: str, clock: Clock
+) -> None:
+    job = _created(store, _job(tenant, clock))
+    started_at = clock.now
+
+    # Deliveries 1 and 2 died before they could claim the job: SQS still counted them.
+    third = store.start(tenant, job.job_id, lease_s=30, delivery=3)
+    clock.now += 5
+    again = store.start(tenant, job.job_id, lease_s=30, delivery=3)
+    clock.now += 5
+    fourth = store.start(tenant, job.job_id, lease_s=30, delivery=4)
+
+    assert third is not None and again is not None and fourth is not None
+    assert (third.status, third.attempts) == (JobStatus.RUNNING, 3)
+    assert again.attempts == 3, "the same delivery claimed twice is one attempt"
+    assert fourth.attempts == 4
+    assert fourth.started_at == pytest.approx(started_at)
+    assert fourth.lease_until == pytest.approx(clock.now + 30)
+    counted = store.start(tenant, job.job_id, lease_s=30)
+    assert counted is not None
+    assert counted.attempts == 5, "without a delivery: one more"
+
+
 def test_a_missing_job_cannot_be_started(store: JobStore, tenant: str) -> None:
     assert store.start(tenant, "no-such-job", lease_s=30) is None
     assert store.get(tenant, "no-such-job") is None, "start created no record"
@@ -249,7 +275,8 @@ def test_a_large_result_goes_to_s3_behind_a_presigned_url(
     stored = store.get(tenant, job.job_id)
     assert stored is not None
     assert stored.result is None
-    assert stored.result_key == f"results/{tenant}/{job.job_id}.json"
+    # Named by the job's creation time as well as its id: see the expired-id test below.
+    assert stored.result_key == f"results/{tenant}/{job.job_id}/{int(job.created_at * 1000)}.json"
     assert stored.result_bytes == len(result)
     answer = httpx.get(store.result_url(stored, expires_s=60), timeout=10)
     assert answer.status_code == 200
@@ -297,7 +324,7 @@ def test_a_succeeded_job_cannot_be_failed_cancelled_started_or_requeued(
     assert store.start(tenant, job.job_id, lease_s=30) is None
     assert store.requeue(tenant, job.job_id) is False
     assert store.note_error(tenant, job.job_id, "too late") is False
-    with pytest.raises(JobNotCancellable, match=r"is succeeded; only a queued job") as caught:
+    with pytest.raises(JobNotCancellable, match=r"not queued \(status: succeeded\)") as caught:
         store.cancel(tenant, job.job_id)
     assert caught.value.job == succeeded
     assert store.get(tenant, job.job_id) == succeeded
@@ -321,6 +348,38 @@ def test_a_failed_job_keeps_its_reason_and_cannot_succeed(
     assert failed.lease_until is None
 
 
+def test_a_job_whose_message_was_not_sent_is_failed_only_if_no_worker_has_it(
+    store: JobStore, tenant: str, clock: Clock
+) -> None:
+    unsent = _created(store, _job(tenant, clock))
+    claimed = _running(store, _job(tenant, clock))
+    redriven = _running(store, _job(tenant, clock))
+    store.fail(tenant, redriven.job_id, "out of memory")
+    store.requeue(tenant, redriven.job_id)
+    store.start(tenant, redriven.job_id, lease_s=30)
+    store.fail(tenant, redriven.job_id, "out of memory again")
+    finished = store.get(tenant, redriven.job_id)
+    clock.now += 1
+
+    assert store.fail_unsent(tenant, unsent.job_id, "the job could not be queued (x)") is True
+    # The send reached SQS before it failed on the way back, and a worker claimed the job.
+    assert store.fail_unsent(tenant, claimed.job_id, "the job could not be queued (x)") is False
+    assert store.fail_unsent(tenant, redriven.job_id, "the job could not be queued (x)") is False
+    assert store.fail_unsent(tenant, "no-such-job", "the job could not be queued (x)") is False
+
+    failed = store.get(tenant, unsent.job_id)
+    assert failed is not None
+    assert (failed.status, failed.error, failed.attempts) == (
+        JobStatus.FAILED,
+        "the job could not be queued (x)",
+        0,
+    )
+    assert failed.finished_at == pytest.approx(clock.now)
+    assert store.get(tenant, claimed.job_id) == claimed
+    assert store.get(tenant, redriven.job_id) == finished
+    assert store.get(tenant, "no-such-job") is None, "no record was made"
+
+
 def test_only_a_queued_job_can_be_cancelled(store: JobStore, tenant: str, clock: Clock) -> None:
     queued = _created(store, _job(tenant, clock))
     running = _running(store, _job(tenant, clock))
@@ -331,10 +390,10 @@ def test_only_a_queued_job_can_be_cancelled(store: JobStore, tenant: str, clock:
     assert cancelled.finished_at is not None
     assert store.start(tenant, queued.job_id, lease_s=30) is None, "a cancelled job never runs"
     assert store.fail(tenant, queued.job_id, "no") is False
-    with pytest.raises(JobNotCancellable, match="is cancelled"):
+    with pytest.raises(JobNotCancellable, match=r"\(status: cancelled\)"):
         store.cancel(tenant, queued.job_id)
 
-    with pytest.raises(JobNotCancellable, match="is running") as caught:
+    with pytest.raises(JobNotCancellable, match=r"\(status: running\)") as caught:
         store.cancel(tenant, running.job_id)
     assert caught.value.job.status == JobStatus.RUNNING
     stored = store.get(tenant, running.job_id)
@@ -454,16 +513,58 @@ def test_a_callback_outcome_is_recorded_on_the_job(
     assert stored.callback == outcome
 
 
+def test_a_callback_outcome_never_makes_a_record_of_its_own(
+    aws: Aws, store: JobStore, tenant: str
+) -> None:
+    """The record may have expired (and been swept) while the callback was sent."""
+    with pytest.raises(ClientError) as caught:
+        store.record_callback(tenant, "swept-job", {"delivered": True, "attempts": 1})
+
+    assert error_code(caught.value) == "ConditionalCheckFailedException"
+    item = aws.dynamodb.get_item(
+        TableName=aws.resources.table,
+        Key={"tenant": {"S": tenant}, "job_id": {"S": "swept-job"}},
+        ConsistentRead=True,
+    )
+    assert "Item" not in item
+
+
 # -- inputs in S3 ----------------------------------------------------------------------
 
 
-def test_inputs_put_in_the_bucket_come_back(store: JobStore, tenant: str) -> None:
+def test_inputs_put_in_the_bucket_come_back(store: JobStore, tenant: str, clock: Clock) -> None:
     inputs = ["a text", {"nested": [1, 2.5, None]}, [0] * 64]
+    job = _job(tenant, clock)
 
-    key = store.put_inputs(tenant, "job-1", orjson.dumps(inputs))
+    key = store.put_inputs(job, orjson.dumps(inputs))
 
-    assert key == f"inputs/{tenant}/job-1.json"
+    assert key == f"inputs/{tenant}/{job.job_id}/{int(job.created_at * 1000)}.json"
     assert store.inputs(key) == inputs
+
+
+def test_an_id_taken_again_after_it_expired_does_not_find_the_old_payloads(
+    store: JobStore, tenant: str, clock: Clock
+) -> None:
+    """An idempotency key's job id comes back after the TTL: the new job's inputs and
+    result must be its own, not what the bucket still holds of the old one's."""
+    old = _running(store, _job(tenant, clock))
+    old_inputs = store.put_inputs(old, orjson.dumps(["old"] * 40))
+    assert store.succeed(old, orjson.dumps({"outputs": ["old"] * 40})) is True
+    clock.now = old.expires_at + 1
+    new = _job(tenant, clock, job_id=old.job_id, request_hash="hash-2")
+    assert store.create(new) == (new, True)
+
+    new_inputs = store.put_inputs(new, orjson.dumps(["new"] * 40))
+    started = store.start(tenant, new.job_id, lease_s=30)
+    assert started is not None
+    assert store.succeed(started, orjson.dumps({"outputs": ["new"] * 40})) is True
+
+    assert new_inputs != old_inputs
+    assert store.inputs(new_inputs) == ["new"] * 40
+    assert store.inputs(old_inputs) == ["old"] * 40
+    stored = store.get(tenant, new.job_id)
+    assert stored is not None
+    assert store.result(stored) == orjson.dumps({"outputs": ["new"] * 40})
 
 
 def test_inputs_that_are_gone_say_so(store: JobStore, tenant: str) -> None:

@@ -1,9 +1,14 @@
 """The worker's logic on real batches: jobs submitted through the job service into moto's
-SQS and DynamoDB, received as Lambda's records, run on the real built models."""
+SQS and DynamoDB, received as Lambda's records, run on the real built models; callbacks
+to a real HTTP receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
+import re
+import threading
 import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -11,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from functions.runtime.callbacks import SIGNATURE_HEADER, CallbackSender, tenant_secret, verify
 from functions.runtime.environment import ExecutionEnvironment, Settings
 from functions.runtime.job_service import INLINE_INPUTS_MAX_BYTES
 from functions.runtime.jobs import JobStatus
@@ -20,6 +26,7 @@ from tests.conftest import DECLARATION_FILE
 from tests.integration.functions.worker.conftest import TENANT, job_id_of, receive, submit
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from functions.runtime.job_service import JobService
@@ -78,6 +85,49 @@ def environment(
 
 def _worker(environment: ExecutionEnvironment, service: JobService, **options: Any) -> JobWorker:
     return JobWorker(environment, jobs=lambda: service, **options)
+
+
+SIGNING_KEY = b"test-signing-key"
+DEFERRED = "deferred: the invocation ran out of time"
+
+
+@dataclass
+class Receiver:
+    """A tenant's callback endpoint: records each POST, answers 204."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/jobs"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _with_receive_count(record: dict[str, Any], count: int) -> dict[str, Any]:
+    """The record as SQS's `count`-th delivery of its message."""
+    return {**record, "attributes": {**record["attributes"], "ApproximateReceiveCount": str(count)}}
 
 
 def _job(service: JobService, job_id: str) -> Job:
@@ -244,7 +294,10 @@ def test_a_job_whose_model_will_not_load_is_retried_with_backoff_then_given_up(
     assert set(failures) == {record["messageId"]}
     retrying = _job(service, job_id)
     assert (retrying.status, retrying.attempts) == (JobStatus.RUNNING, 1)
-    assert retrying.error == failures[record["messageId"]] != ""
+    # The runtime's own error, as it is: its type and message.
+    assert retrying.error == failures[record["messageId"]]
+    assert retrying.error.startswith("ModelUnavailableError: ")
+    assert "embed:9" in retrying.error
     # Back after the first backoff (retry_delay_s), not after the 360 s visibility timeout.
     (again,) = receive(sqs, resources, 1)
     assert time.monotonic() - received_at < declaration.jobs.retry_delay_s + 3
@@ -258,6 +311,7 @@ def test_a_job_whose_model_will_not_load_is_retried_with_backoff_then_given_up(
     assert set(last) == {record["messageId"]}, "the record still fails: SQS moves it to the DLQ"
     gave_up = _job(service, job_id)
     assert gave_up.status == JobStatus.FAILED
+    assert gave_up.attempts == max_receive_count, "SQS's count of deliveries"
     assert gave_up.error is not None
     assert gave_up.error.startswith(f"gave up after {max_receive_count} deliveries: ")
     assert last[record["messageId"]] in gave_up.error
@@ -281,7 +335,7 @@ def test_a_large_result_is_stored_in_s3_behind_a_presigned_url(
     job = _job(service, job_id)
     assert job.status == JobStatus.SUCCEEDED
     assert job.result is None
-    assert job.result_key == f"results/{TENANT}/{job_id}.json"
+    assert job.result_key == f"results/{TENANT}/{job_id}/{int(job.created_at * 1000)}.json"
     assert job.result_bytes is not None
     assert job.result_bytes > declaration.jobs.result_inline_max_kb * 1024
     stored = service.store.result(job)
@@ -302,7 +356,8 @@ def test_large_inputs_travel_through_s3(
     (record,) = receive(sqs, resources, 1)
     body = orjson.loads(record["body"])
     assert "inputs" not in body
-    assert body["inputs_key"] == f"inputs/{TENANT}/{job_id}.json"
+    created_ms = int(_job(service, job_id).created_at * 1000)
+    assert body["inputs_key"] == f"inputs/{TENANT}/{job_id}/{created_ms}.json"
 
     assert _worker(environment, service).process([record]) == {}
 
@@ -333,3 +388,144 @@ def test_inputs_gone_from_s3_fail_the_job_at_once_with_the_reason(
         JobStatus.FAILED,
         f"the job's inputs ({key}) are not in the bucket",
     )
+
+
+def test_a_batched_run_that_fails_runs_each_job_alone(
+    environment: ExecutionEnvironment,
+    service: JobService,
+    sqs: Any,
+    resources: JobResources,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_ids, records = _submit_batch(service, sqs, resources)
+    worker = _worker(environment, service, batched=True)
+    tried: list[int] = []
+
+    def fails_together(runner: Any, group: list[Any], deadline: float | None) -> None:
+        tried.append(len(group))
+        raise RuntimeError("the batched run failed")
+
+    monkeypatch.setattr(worker, "_run_together", fails_together)
+
+    failures = worker.process(records)
+
+    assert failures == {}
+    assert sorted(tried) == [2, 2, 3], "each model group was first tried together"
+    for job_id, (model, version, inputs) in zip(job_ids, BATCH, strict=True):
+        job = _job(service, job_id)
+        assert (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 1, None)
+        expected = _alone(environment, model, version, inputs)
+        _assert_same_outputs(model, _outputs(service, job_id), expected, EXACT_COSINE)
+
+
+def test_a_job_failed_on_its_last_delivery_gets_its_callback(
+    environment: ExecutionEnvironment,
+    service: JobService,
+    sqs: Any,
+    resources: JobResources,
+    declaration: Declaration,
+    receiver: Receiver,
+) -> None:
+    job_id = service.submit(
+        tenant=TENANT,
+        api_version="v2",
+        model="embed",
+        version="9",  # will not load: every delivery fails
+        inputs=["no such version"],
+        correlation_id="test-callback",
+        callback_url=receiver.url,
+    ).job.job_id
+    (record,) = receive(sqs, resources, 1)
+    worker = _worker(
+        environment,
+        service,
+        callbacks=CallbackSender(lambda: SIGNING_KEY, attempts=2, allow_loopback=True),
+    )
+
+    retried = worker.process([record])
+
+    assert set(retried) == {record["messageId"]}
+    assert receiver.received == [], "the job will be retried: not finished, no callback"
+    assert _job(service, job_id).callback is None
+
+    last = declaration.jobs.max_receive_count
+    assert set(worker.process([_with_receive_count(record, last)])) == {record["messageId"]}
+
+    job = _job(service, job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.callback == {"delivered": True, "attempts": 1, "status": 204}
+    ((headers, body),) = receiver.received
+    assert verify(tenant_secret(SIGNING_KEY, TENANT), headers[SIGNATURE_HEADER], body)
+    sent = orjson.loads(body)
+    assert (sent["job_id"], sent["status"], sent["attempts"]) == (job_id, "failed", last)
+    assert sent["error"] == job.error
+    assert sent["error"].startswith(f"gave up after {last} deliveries: ModelUnavailableError: ")
+
+
+def test_a_batch_with_no_time_left_is_deferred_not_failed(
+    environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
+) -> None:
+    job_ids = [
+        submit(service, "embed", "2", _texts(3, 13)),
+        submit(service, "embed", "2", _texts(4, 14)),
+        submit(service, "digits", "1", _rows(2, 15)),
+    ]
+    records = receive(sqs, resources, 3)
+    worker = _worker(environment, service)
+    assert worker.run_margin_s > 0.5
+
+    deferred = worker.process(records, deadline=time.monotonic() + 0.5)
+    deferred_at = time.monotonic()
+
+    assert deferred == {record["messageId"]: DEFERRED for record in records}
+    for job_id in job_ids:
+        job = _job(service, job_id)
+        assert (job.status, job.error, job.result) == (JobStatus.RUNNING, None, None), (
+            "not failed, and no error noted: it did not run"
+        )
+    # Back at once (visibility 0), not after the retry backoff.
+    again = receive(sqs, resources, 3)
+    assert time.monotonic() - deferred_at < 1.5
+    assert {record["attributes"]["ApproximateReceiveCount"] for record in again} == {"2"}
+
+    assert worker.process(again) == {}
+    for job_id in job_ids:
+        job = _job(service, job_id)
+        assert (job.status, job.attempts, job.error) == (JobStatus.SUCCEEDED, 2, None)
+
+
+def test_a_large_job_that_runs_out_of_time_fails_its_record_with_a_timeout(
+    environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
+) -> None:
+    inputs = _texts(30 * CHUNK_INPUTS, 16)  # about 10 s of int8 chunks on one CPU
+    job_id = submit(service, "embed", "2", inputs)
+    (record,) = receive(sqs, resources, 1)
+    worker = _worker(environment, service)
+
+    # Time to start the job, and to run about a second of it.
+    failures = worker.process([record], deadline=time.monotonic() + worker.run_margin_s + 1.0)
+
+    timeout_s = environment.function.timeout_s
+    reason = failures[record["messageId"]]
+    assert re.fullmatch(
+        rf"TimeoutError: the worker's {timeout_s} s ran out after \d+ of {len(inputs)} inputs",
+        reason,
+    ), reason
+    job = _job(service, job_id)
+    assert (job.status, job.attempts, job.error) == (JobStatus.RUNNING, 1, reason)
+    assert job.result is None
+
+
+def test_a_cancelled_job_s_message_is_dropped_without_running_it(
+    environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
+) -> None:
+    job_id = submit(service, "embed", "2", _texts(3, 17))
+    cancelled = service.store.cancel(TENANT, job_id)
+    assert cancelled is not None
+    (record,) = receive(sqs, resources, 1)
+
+    failures = _worker(environment, service).process([record])
+
+    assert failures == {}, "the record succeeds: SQS deletes the message"
+    assert _job(service, job_id) == cancelled, "still cancelled, never started"
+    assert (cancelled.attempts, cancelled.started_at, cancelled.result) == (0, None, None)

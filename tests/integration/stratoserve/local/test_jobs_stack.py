@@ -89,7 +89,7 @@ def _test_declaration(state: Path) -> Path:
     text = DECLARATION_FILE.read_text()
     changes = {
         'models_dir = "build/models"': f'models_dir = "{ROOT / "build" / "models"}"',
-        "[functions.worker]\nmemory_mb = 2048\ntimeout_s = 60": (
+        "[functions.worker]\nmemory_mb = 2048\ntimeout_s = 180": (
             f"[functions.worker]\nmemory_mb = 2048\ntimeout_s = {WORKER_TIMEOUT_S}"
         ),
         "retry_delay_s = 2 ": "retry_delay_s = 0.2 ",

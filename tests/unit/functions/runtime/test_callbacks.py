@@ -1,8 +1,11 @@
-"""Job callbacks: signed as Stripe signs webhooks, delivered to a real HTTP receiver on
-127.0.0.1, retried with backoff on the sender's own (injected) clock."""
+"""Job callbacks: signed as Stripe signs webhooks, sent only to URLs stratoserve may POST
+to, delivered to a real HTTP receiver on 127.0.0.1, retried with backoff on the sender's
+own (injected) clock, never redirected."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +17,9 @@ import pytest
 from functions.runtime.callbacks import (
     SIGNATURE_HEADER,
     TOLERANCE_S,
+    CallbackRefused,
     CallbackSender,
+    check_url,
     signature,
     tenant_secret,
     verify,
@@ -76,6 +81,70 @@ def test_each_tenant_has_its_own_secret() -> None:
     assert tenant_secret(SIGNING_KEY, "acme") != tenant_secret(b"another-key", "acme")
 
 
+# -- which URLs ------------------------------------------------------------------------
+
+NOT_PRIVATE = "must not point at a private, loopback or link-local address"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/hook?job=1", "https://93.184.215.14/hook", "https://[2606:4700::1]/"],
+)
+def test_https_to_a_public_host_is_allowed(url: str) -> None:
+    assert check_url(url) == url
+    assert check_url(url, allow_loopback=True) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://example.com/hook", "must use https"),
+        ("http://localhost:9000/hook", "must use https"),
+        ("ftp://example.com/hook", "must be an absolute https:// URL"),
+        ("https:///hook", "must be an absolute https:// URL"),
+        ("hook", "must be an absolute https:// URL"),
+        ("https://localhost/hook", "must not point at this machine"),
+        ("https://127.0.0.1/hook", NOT_PRIVATE),
+        ("https://[::1]/hook", NOT_PRIVATE),
+        ("https://10.0.0.1/hook", NOT_PRIVATE),
+        ("https://192.168.1.20/hook", NOT_PRIVATE),
+        ("https://169.254.169.254/latest/meta-data/", NOT_PRIVATE),
+        ("https://[fe80::1]/hook", NOT_PRIVATE),
+        ("https://0.0.0.0/hook", NOT_PRIVATE),
+    ],
+)
+def test_outside_the_local_stack_only_https_to_a_public_host_is_allowed(
+    url: str, reason: str
+) -> None:
+    with pytest.raises(CallbackRefused) as caught:
+        check_url(url)
+
+    assert str(caught.value) == reason
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:9000/hook", "http://127.0.0.1:9000/hook", "https://[::1]:9000/"]
+)
+def test_the_local_stack_may_call_back_this_machine(url: str) -> None:
+    assert check_url(url, allow_loopback=True) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://10.0.0.1/hook", NOT_PRIVATE),
+        ("https://169.254.169.254/latest/meta-data/", NOT_PRIVATE),
+        ("http://10.0.0.1/hook", "must use https"),
+        ("http://example.com/hook", "must use https"),
+    ],
+)
+def test_the_local_stack_may_not_call_its_neighbours(url: str, reason: str) -> None:
+    with pytest.raises(CallbackRefused) as caught:
+        check_url(url, allow_loopback=True)
+
+    assert str(caught.value) == reason
+
+
 # -- delivery --------------------------------------------------------------------------
 
 
@@ -84,6 +153,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
 
 @dataclass
@@ -119,11 +189,19 @@ def receiver() -> Iterator[Receiver]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.do_POST()  # only a followed redirect would GET: recorded, to be seen
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with lock:
                 state.received.append(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    Received(
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        self.command,
+                    )
                 )
                 status = state.statuses.pop(0) if state.statuses else 200
                 delay = state.delays_s.pop(0) if state.delays_s else 0.0
@@ -133,6 +211,8 @@ def receiver() -> Iterator[Receiver]:
                 time.sleep(delay)
             try:
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("location", "/redirected")
                 self.send_header("content-length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -156,12 +236,16 @@ def receiver() -> Iterator[Receiver]:
         thread.join(timeout=5)
 
 
-def _sender(clock: Clock, *, attempts: int = 5, timeout_s: float = 5.0) -> CallbackSender:
+def _sender(
+    clock: Clock, *, attempts: int = 5, timeout_s: float = 5.0, allow_loopback: bool = True
+) -> CallbackSender:
     return CallbackSender(
         lambda: SIGNING_KEY,
         attempts=attempts,
         timeout_s=timeout_s,
         backoff_s=0.5,
+        # The receiver is on 127.0.0.1, as in the local stack.
+        allow_loopback=allow_loopback,
         sleep=clock.sleep,
         clock=clock,
     )
@@ -299,3 +383,74 @@ def test_the_reported_attempts_are_the_requests_sent(receiver: Receiver) -> None
 
     assert len(receiver.received) == 1
     assert outcome == {"delivered": False, "attempts": 1, "error": "HTTP 500; out of time"}
+
+
+# -- what is never sent, or followed ---------------------------------------------------
+
+
+@pytest.mark.parametrize("redirect", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_refusal_not_followed_nor_retried(
+    receiver: Receiver, redirect: int
+) -> None:
+    clock = Clock()
+    receiver.statuses = [redirect]
+
+    outcome = _sender(clock).deliver(receiver.url, "acme", BODY, deadline=clock.now + 60)
+
+    assert outcome == {"delivered": False, "attempts": 1, "error": f"HTTP {redirect}"}
+    (request,) = receiver.received
+    assert (request.method, request.path) == ("POST", "/hooks/jobs"), "nothing followed it"
+    assert clock.sleeps == []
+
+
+def test_outside_the_local_stack_this_machine_is_not_called_back(receiver: Receiver) -> None:
+    clock = Clock()
+    https = receiver.url.replace("http://", "https://")
+    sender = _sender(clock, allow_loopback=False)
+
+    outcomes = [
+        sender.deliver(url, "acme", BODY, deadline=clock.now + 60)
+        for url in (receiver.url, https, https.replace("127.0.0.1", "localhost"))
+    ]
+
+    assert outcomes == [
+        {"delivered": False, "attempts": 0, "error": "not sent: must use https"},
+        {"delivered": False, "attempts": 0, "error": f"not sent: {NOT_PRIVATE}"},
+        {"delivered": False, "attempts": 0, "error": "not sent: must not point at this machine"},
+    ]
+    assert receiver.received == []
+    assert clock.sleeps == []
+
+
+def test_a_host_name_is_checked_where_it_resolves_before_the_post() -> None:
+    """A name that passed at submission may point at this machine by the time the worker
+    sends: the sender resolves it and checks every address first."""
+    host = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        pytest.skip(f"this machine's name ({host}) does not resolve here")
+    if any(ipaddress.ip_address(address).is_global for address in addresses):
+        pytest.skip(f"this machine's name ({host}) resolves to a public address")
+    clock = Clock()
+    url = f"https://{host}:9/hooks"
+    assert check_url(url) == url, "a name passes until it is resolved"
+
+    outcome = _sender(clock, allow_loopback=False).deliver(
+        url, "acme", BODY, deadline=clock.now + 60
+    )
+
+    assert outcome == {"delivered": False, "attempts": 0, "error": f"not sent: {NOT_PRIVATE}"}
+
+
+def test_a_name_that_does_not_resolve_is_not_sent() -> None:
+    clock = Clock()
+
+    outcome = _sender(clock, allow_loopback=False).deliver(
+        "https://no-such-host.invalid/hooks", "acme", BODY, deadline=clock.now + 60
+    )
+
+    assert outcome["delivered"] is False
+    assert outcome["attempts"] == 0
+    assert outcome["error"].startswith("not sent: ")
+    assert clock.sleeps == []

@@ -4,6 +4,7 @@ and one line per problem, naming the key."""
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,14 +40,19 @@ def _problems(tmp_path: Path, extra: str) -> list[str]:
 
 def test_the_shipped_declaration_declares_the_worker_and_the_jobs_queue() -> None:
     declaration = load_declaration(DECLARATION_FILE)
+    # The file's own numbers, as written: the loader must keep them, whatever they are.
+    written = tomllib.loads(DECLARATION_FILE.read_text())
 
     worker = declaration.functions[WORKER_FUNCTION]
     assert worker.models == []
-    assert worker.timeout_s == 60
-    assert declaration.visibility_timeout_s() == 360
-    assert declaration.jobs.max_receive_count == 5
-    assert declaration.routing_for("embed").inline_max_inputs == 64
-    assert declaration.routing_for("embed").job_max_inputs == 5000
+    assert worker.timeout_s == written["functions"]["worker"]["timeout_s"]
+    assert "visibility_timeout_s" not in written["jobs"], "the default: 6x the worker"
+    assert declaration.visibility_timeout_s() == 6 * worker.timeout_s
+    assert declaration.jobs.max_receive_count == written["jobs"]["max_receive_count"]
+    embed = declaration.routing_for("embed")
+    assert embed.inline_max_inputs == written["routing"]["embed"]["inline_max_inputs"]
+    assert embed.job_max_inputs == written["routing"]["embed"]["job_max_inputs"]
+    assert embed.inline_max_inputs < embed.job_max_inputs
 
 
 def test_without_a_jobs_table_the_defaults_hold(tmp_path: Path) -> None:

@@ -1,0 +1,176 @@
+"""`stratoserve jobs`: the running local stack's jobs, as an operator sees them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from stratoserve.cli import (
+    UsageError,
+    _aws_errors,
+    _config_option,
+    _help,
+    _positive,
+    _tenant_name,
+    console,
+)
+from stratoserve.declaration import default_path, load_declaration
+
+if TYPE_CHECKING:
+    import argparse
+
+    from functions.runtime.job_store import JobStore
+    from functions.runtime.jobs import Job
+    from stratoserve.jobs import JobAdmin
+
+
+def add_jobs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    jobs = commands.add_parser(
+        "jobs",
+        help="the running local stack's jobs: list, show, redrive the dead-letter queue",
+        description="Jobs in the job store of the running `stratoserve dev` (DynamoDB and "
+        "SQS in its moto server), read with the same boto3 calls as on AWS.",
+    )
+    jobs.set_defaults(command=_help(jobs))
+    actions = jobs.add_subparsers(title="commands", metavar="COMMAND")
+    listing = actions.add_parser("list", help="jobs, oldest first")
+    listing.add_argument("--tenant", type=_tenant_name, help="only this tenant's jobs")
+    listing.add_argument(
+        "--status",
+        choices=["queued", "running", "succeeded", "failed", "cancelled"],
+        help="only jobs in this status",
+    )
+    listing.add_argument("--limit", type=_positive, default=50, help="the newest N (default 50)")
+    listing.set_defaults(command=_jobs_list)
+    show = actions.add_parser("show", help="one job, with its error or result size")
+    show.add_argument("job_id", metavar="ID")
+    show.add_argument("--tenant", type=_tenant_name, help="the job's tenant (faster lookup)")
+    show.set_defaults(command=_jobs_show)
+    redrive = actions.add_parser(
+        "redrive",
+        help="move the dead-letter queue's jobs back to the jobs queue (each job queued again)",
+    )
+    redrive.set_defaults(command=_jobs_redrive)
+    secret = actions.add_parser(
+        "callback-secret",
+        help="a tenant's secret for verifying job callbacks (x-stratoserve-signature)",
+    )
+    secret.add_argument("--tenant", required=True, type=_tenant_name)
+    secret.set_defaults(command=_jobs_callback_secret)
+    for action in (listing, show, redrive, secret):
+        action.set_defaults(command=_aws_errors(action.get_default("command")))
+        _config_option(action)
+        action.set_defaults(target="local")
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _job_admin(arguments: argparse.Namespace) -> JobAdmin:
+    from stratoserve.jobs import JobAdmin, JobResources
+    from stratoserve.local.aws import client
+    from stratoserve.local.stack import running_stack, state_dir
+
+    source = (arguments.config or default_path()).resolve()
+    declaration = load_declaration(source)
+    stack = running_stack(state_dir(source.parent))
+    if stack is None or "jobs" not in stack:
+        raise UsageError("no local stack is running: start `stratoserve dev` first")
+    aws_url = stack["aws_url"]
+    resources = JobResources(**stack["jobs"])
+    return JobAdmin.connect(declaration, resources, lambda service: client(service, aws_url))
+
+
+def _job_row(job: Job, store: JobStore) -> dict[str, Any]:
+    """A job as the API shows it, less the result itself, plus the operator's fields."""
+    from functions.runtime.job_view import job_view
+
+    view = job_view(job, store)
+    view.pop("result", None)
+    view["tenant"] = job.tenant
+    view["correlation_id"] = job.correlation_id
+    if job.status == "succeeded":
+        view["result_bytes"] = job.result_bytes or len(job.result or "")
+        view["result_in"] = "s3" if job.result_key else "record"
+    return view
+
+
+def _jobs_list(arguments: argparse.Namespace) -> int:
+    from functions.runtime.jobs import JobStatus
+
+    admin = _job_admin(arguments)
+    status = JobStatus(arguments.status) if arguments.status else None
+    jobs = admin.jobs(arguments.tenant, status)[-arguments.limit :]
+    if arguments.json:
+        console.print_json(data=[_job_row(job, admin.store) for job in jobs])
+        return 0
+    if not jobs:
+        console.print("no jobs", highlight=False)
+        return 0
+    table = Table("job id", "tenant", "model", "status", "inputs", "attempts", "created", "error")
+    for job in jobs:
+        row = _job_row(job, admin.store)
+        table.add_row(
+            job.job_id,
+            job.tenant,
+            f"{job.model}:{job.version}",
+            str(job.status),
+            str(job.inputs),
+            str(job.attempts),
+            row["created_at"],
+            (job.error or "")[:60],
+        )
+    console.print(table)
+    return 0
+
+
+def _jobs_show(arguments: argparse.Namespace) -> int:
+    admin = _job_admin(arguments)
+    job = admin.find(arguments.job_id, arguments.tenant)
+    if job is None:
+        raise UsageError(f"no job {arguments.job_id}")
+    console.print_json(data=_job_row(job, admin.store))
+    return 0
+
+
+def _jobs_redrive(arguments: argparse.Namespace) -> int:
+    admin = _job_admin(arguments)
+    outcome = admin.redrive()
+    if arguments.json:
+        console.print_json(data=asdict(outcome))
+        return 0
+    console.print(
+        f"requeued {len(outcome.requeued)} job(s) from the dead-letter queue"
+        + (
+            f"; dropped {len(outcome.already_finished)} already finished"
+            if outcome.already_finished
+            else ""
+        )
+        + (f"; dropped {len(outcome.expired)} expired" if outcome.expired else "")
+        + (f"; left {outcome.not_jobs} message(s) that are not jobs" if outcome.not_jobs else ""),
+        highlight=False,
+    )
+    for job_id in outcome.requeued:
+        console.print(f"  {job_id}", highlight=False)
+    return 0
+
+
+def _jobs_callback_secret(arguments: argparse.Namespace) -> int:
+    from functions.runtime.callbacks import SIGNATURE_HEADER, tenant_secret
+    from stratoserve.local.stack import callback_signing_key, state_dir
+
+    source = (arguments.config or default_path()).resolve()
+    load_declaration(source)
+    secret = tenant_secret(
+        callback_signing_key(state_dir(source.parent)).encode(), arguments.tenant
+    )
+    if arguments.json:
+        console.print_json(data={"tenant": arguments.tenant, "callback_secret": secret})
+    else:
+        # Shown on request, to the operator: the tenant verifies callbacks with it.
+        console.print(
+            f"callback secret of tenant {arguments.tenant} (verifies {SIGNATURE_HEADER}): "
+            f"[bold]{secret}[/]",
+            highlight=False,
+        )
+    return 0
