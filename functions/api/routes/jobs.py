@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from functions.runtime.environment import ExecutionEnvironment
     from functions.runtime.job_store import JobStore
+    from functions.runtime.jobs import Job
     from functions.runtime.tenants import Tenant
     from stratoserve.declaration import Declaration
 
@@ -189,46 +190,45 @@ async def enqueue(
 
 
 def _show_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
-    async def show(
-        request: Request, environment: EnvironmentDep, tenant: TenantDep
-    ) -> JSONResponse:
-        store = _store(environment)
-        job_id = _job_id(request)
-        try:
-            job = store.get(tenant.name if tenant else NO_TENANT, job_id)
-        except Exception as error:
-            raise _unavailable(error) from None
-        if job is None:
-            raise ApiError(404, f"no job {job_id}")
-        headers, _ = lifecycle(
-            environment.declaration, api_version, request.url.path, prefix=public_prefix(request)
-        )
-        return JSONResponse(job_view(job, store, prefix=public_prefix(request)), headers=headers)
-
-    return show
+    return _job_endpoint(api_version, lambda store, tenant, job_id: store.get(tenant, job_id))
 
 
 def _cancel_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
-    async def cancel(
+    def cancel(store: JobStore, tenant: str, job_id: str) -> Job | None:
+        job = store.cancel(tenant, job_id)
+        if job is not None:
+            logger.info("job cancelled", extra={"job_id": job_id})
+        return job
+
+    return _job_endpoint(api_version, cancel)
+
+
+def _job_endpoint(
+    api_version: str, act: Callable[[JobStore, str, str], Job | None]
+) -> Callable[..., Awaitable[JSONResponse]]:
+    """GET or DELETE one of the caller's jobs: `act(store, tenant, job_id)` answers with the
+    job, or None when the tenant has no such job (404)."""
+
+    async def endpoint(
         request: Request, environment: EnvironmentDep, tenant: TenantDep
     ) -> JSONResponse:
         store = _store(environment)
         job_id = _job_id(request)
         try:
-            job = store.cancel(tenant.name if tenant else NO_TENANT, job_id)
+            job = act(store, tenant.name if tenant else NO_TENANT, job_id)
         except JobNotCancellable as error:
             raise ApiError(409, str(error)) from None
         except Exception as error:
             raise _unavailable(error) from None
         if job is None:
             raise ApiError(404, f"no job {job_id}")
-        logger.info("job cancelled", extra={"job_id": job_id})
+        prefix = public_prefix(request)
         headers, _ = lifecycle(
-            environment.declaration, api_version, request.url.path, prefix=public_prefix(request)
+            environment.declaration, api_version, request.url.path, prefix=prefix
         )
-        return JSONResponse(job_view(job, store, prefix=public_prefix(request)), headers=headers)
+        return JSONResponse(job_view(job, store, prefix=prefix), headers=headers)
 
-    return cancel
+    return endpoint
 
 
 def _store(environment: ExecutionEnvironment) -> JobStore:
