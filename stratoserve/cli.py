@@ -436,4 +436,8 @@ def _curl_examples(url: str, api_key: str, declaration: Declaration) -> list[str
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m stratoserve.cli`, this file is __main__; the command modules import
+    # `stratoserve.cli`, a second copy with its own UsageError. Run that one's main.
+    from stratoserve.cli import main as package_main
+
+    sys.exit(package_main())
