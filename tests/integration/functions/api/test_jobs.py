@@ -24,7 +24,7 @@ from stratoserve.jobs import create_job_resources
 from stratoserve.keys import KeyService
 from stratoserve.local.aws import LocalAws, client, function_environment
 from tests.conftest import DECLARATION_FILE, rest_event
-from tests.integration.stratoserve.moto import reset_moto
+from tests.integration.stratoserve.moto import drain, reset_moto
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -57,22 +57,7 @@ class Stack:
 
     def drain(self) -> list[dict[str, Any]]:
         """Every message on the jobs queue, removed from it."""
-        messages: list[dict[str, Any]] = []
-        while True:
-            answer = self.sqs.receive_message(
-                QueueUrl=self.resources.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=0,
-                MessageAttributeNames=["All"],
-            )
-            batch = answer.get("Messages", [])
-            if not batch:
-                return messages
-            for message in batch:
-                self.sqs.delete_message(
-                    QueueUrl=self.resources.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-            messages.extend(batch)
+        return drain(self.sqs, self.resources.queue_url)
 
 
 @pytest.fixture(scope="module")

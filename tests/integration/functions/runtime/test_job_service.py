@@ -22,7 +22,7 @@ from functions.runtime.job_store import JobStore
 from functions.runtime.jobs import JobMessage, JobStatus
 from stratoserve.jobs import create_job_resources
 from stratoserve.local.aws import LocalAws, client
-from tests.integration.stratoserve.moto import reset_moto
+from tests.integration.stratoserve.moto import drain, reset_moto
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,21 +61,8 @@ class Aws:
         return JobService(store=self.store(table), queue=queue, clock=lambda: now)
 
     def drain(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        while True:
-            batch = self.sqs.receive_message(
-                QueueUrl=self.resources.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=0,
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            if not batch:
-                return messages
-            for message in batch:
-                self.sqs.delete_message(
-                    QueueUrl=self.resources.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-            messages.extend(batch)
+        """Every message on the jobs queue, removed from it."""
+        return drain(self.sqs, self.resources.queue_url)
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,10 @@ import pytest
 from stratoserve.declaration import DeclarationError, load_declaration
 from stratoserve.declaration.schema import WORKER_FUNCTION
 from tests.conftest import DECLARATION_FILE
+from tests.unit.stratoserve.declaration.minimal import MINIMAL
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-MINIMAL = """
-[models.digits]
-task = "classify"
-[models.digits.versions.1]
-artifact = "digits/1/model.onnx"
-[api.v1]
-models = { digits = "1" }
-"""
 
 
 def _write(tmp_path: Path, extra: str) -> Path:

@@ -11,18 +11,10 @@ import pytest
 
 from stratoserve.declaration import API_FUNCTION, DeclarationError, load_declaration
 from tests.conftest import DECLARATION_FILE, ROOT
+from tests.unit.stratoserve.declaration.minimal import MINIMAL
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-MINIMAL = """
-[models.digits]
-task = "classify"
-[models.digits.versions.1]
-artifact = "digits/1/model.onnx"
-[api.v1]
-models = { digits = "1" }
-"""
 
 
 def _problems(tmp_path: Path, text: str) -> list[str]:
