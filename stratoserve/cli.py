@@ -271,12 +271,14 @@ def _dev(arguments: argparse.Namespace) -> int:
         config=source, host=arguments.host, port=arguments.port, api_key=api_key, state_dir=state
     )
 
-    def ready(url: str, init_ms: dict[str, float]) -> None:
+    def ready(url: str, init_ms: dict[str, float], notes: list[str]) -> None:
         inits = ", ".join(f"{name} {ms:.0f} ms" for name, ms in sorted(init_ms.items()))
         console.print(
             f"[bold green]stratoserve dev[/] listening on [bold]{url}[/]", highlight=False
         )
         console.print(f"  functions ready (cold start): {inits}", highlight=False)
+        for note in notes:
+            console.print(f"  {note}", highlight=False, soft_wrap=True)
         # The dev key is shown here on purpose, once per start: it is the local stack's
         # login, never logged anywhere else.
         console.print(f"  API key ({key_source}): [bold]{api_key}[/]", highlight=False)

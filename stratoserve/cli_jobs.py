@@ -107,7 +107,9 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
     if not jobs:
         console.print("no jobs", highlight=False)
         return 0
-    table = Table("job id", "tenant", "model", "status", "inputs", "attempts", "created", "error")
+    table = Table(
+        "job id", "tenant", "model", "status", "backend", "inputs", "attempts", "created", "error"
+    )
     for job in jobs:
         row = _job_row(job, admin.store)
         table.add_row(
@@ -115,6 +117,7 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
             job.tenant,
             f"{job.model}:{job.version}",
             str(job.status),
+            job.backend,
             str(job.inputs),
             str(job.attempts),
             row["created_at"],

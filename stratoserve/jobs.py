@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from functions.runtime.job_store import JobStore
@@ -206,9 +206,12 @@ class JobAdmin:
                     finished.append(job_id)
                 # queued: requeued by an earlier redrive whose send failed; send it now
             if job_id not in finished and job_id not in gone:
+                # A message that polled a GPU call becomes the job's message again: the
+                # requeued job is dispatched afresh.
+                body = replace(job_message, call_id=None, follow_up=None).encode().decode()
                 self._sqs.send_message(
                     QueueUrl=self.resources.queue_url,
-                    MessageBody=message["Body"],
+                    MessageBody=body if job_message.call_id else message["Body"],
                     MessageAttributes=message.get("MessageAttributes", {}),
                 )
                 requeued.append(job_id)

@@ -8,6 +8,7 @@ Mangum may run per invocation.
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from functions.runtime.aws import AwsClients
+from functions.runtime.aws import AwsClients, describe_error, error_code, public_reason
 from functions.runtime.callbacks import CallbackSender
 from functions.runtime.job_service import JobService, JobsUnavailable
 from functions.runtime.models import LoadedModel, ModelKey, ModelUnavailableError, load_model
@@ -27,6 +28,7 @@ from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
 from stratoserve.declaration.schema import WORKER_FUNCTION
 
 if TYPE_CHECKING:
+    from functions.runtime.gpu import GpuBackend
     from stratoserve.declaration import Declaration, FunctionSpec, PlanSpec
 
 
@@ -48,6 +50,23 @@ class Settings(BaseSettings):
     """On AWS: the Secrets Manager secret that holds that key."""
     local_stack: bool = False
     """Set by `stratoserve dev`: job callbacks may go to http://localhost."""
+    gpu_executor_url: str | None = None
+    """Locally: the GPU executor that `stratoserve dev` runs in place of Modal."""
+    modal_secret_arn: str | None = None
+    """On AWS: the Secrets Manager secret with the Modal token ({"token_id", "token_secret"});
+    without it (and without an executor), Modal's own configuration (MODAL_TOKEN_ID/SECRET)."""
+
+
+_SECRET_REFUSALS = frozenset(
+    {
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "DecryptionFailure",
+        "InvalidRequestException",
+        "InvalidParameterException",
+    }
+)
+"""Secrets Manager's answers that another try cannot change."""
 
 
 @lru_cache
@@ -123,6 +142,45 @@ class ExecutionEnvironment:
             attempts=self.declaration.jobs.callback_attempts,
             allow_loopback=self.settings.local_stack,
         )
+
+    def gpu_backend(self) -> GpuBackend:
+        """The GPU layer: the local executor under `stratoserve dev`, else Modal (the token
+        fetched from Secrets Manager on first use, not at init)."""
+        from functions.runtime.gpu import LocalExecutorBackend, ModalBackend
+
+        if self.settings.gpu_executor_url:
+            return LocalExecutorBackend(self.settings.gpu_executor_url)
+        gpu = self.declaration.gpu
+        if gpu is None:
+            raise RuntimeError("no [gpu] table in the declaration")
+        return ModalBackend(
+            gpu.app, credentials=self._modal_token if self.settings.modal_secret_arn else None
+        )
+
+    def _modal_token(self) -> tuple[str, str]:
+        """The Modal token from Secrets Manager. Failures name AWS's error code, never its
+        message (tenants read the reason); one that another try cannot fix is a refusal."""
+        from functions.runtime.gpu import GpuRefused, GpuUnavailable
+
+        try:
+            secret = self.aws.client("secretsmanager").get_secret_value(
+                SecretId=self.settings.modal_secret_arn or ""
+            )
+        except Exception as error:
+            reason = (
+                f"the Modal token could not be read from Secrets Manager ({public_reason(error)})"
+            )
+            logger.error("Modal token not read", extra={"error": describe_error(error)})
+            if error_code(error) in _SECRET_REFUSALS:
+                raise GpuRefused(reason) from None
+            raise GpuUnavailable(reason) from None
+        try:
+            token = json.loads(secret["SecretString"])
+            return str(token["token_id"]), str(token["token_secret"])
+        except (ValueError, KeyError, TypeError):
+            raise GpuRefused(
+                "the Modal secret in Secrets Manager must be JSON with token_id and token_secret"
+            ) from None
 
     def _signing_key(self) -> bytes:
         """The callback signing key: from the environment locally, from Secrets Manager

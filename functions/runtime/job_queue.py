@@ -17,10 +17,13 @@ class JobQueue:
         self.queue_url = queue_url
         self._sqs = sqs
 
-    def send(self, message: JobMessage) -> str:
+    def send(self, message: JobMessage, *, delay_s: int = 0) -> str:
+        """Queue the message; `delay_s` (at most 900, SQS's limit) keeps it hidden that
+        long first (how the worker polls a running GPU call)."""
         answer = self._sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=message.encode().decode(),
+            DelaySeconds=min(max(delay_s, 0), 900),
             # Also outside the body, where SQS tooling (and the DLQ's console) shows it.
             MessageAttributes={
                 CORRELATION_ATTRIBUTE: {"DataType": "String", "StringValue": message.correlation_id}

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from functions.runtime.aws import describe_error, public_reason
-from functions.runtime.jobs import Job, JobMessage, JobStatus, new_job_id, request_hash
+from functions.runtime.jobs import (
+    BACKEND_LAMBDA,
+    Job,
+    JobMessage,
+    JobStatus,
+    new_job_id,
+    request_hash,
+)
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
@@ -80,8 +87,13 @@ class JobService:
         correlation_id: str,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        backend: str = BACKEND_LAMBDA,
+        inputs_json: bytes | None = None,
     ) -> Submission:
-        inputs_json = orjson.dumps(inputs)
+        """Store and queue a job for `backend` (see functions.runtime.routing);
+        `inputs_json` is `inputs` as JSON, when the caller has it already."""
+        if inputs_json is None:
+            inputs_json = orjson.dumps(inputs)
         now = self._clock()
         job = Job(
             tenant=tenant,
@@ -97,6 +109,7 @@ class JobService:
             expires_at=int(now + self.store.ttl_s),
             request_hash=request_hash(model, version, inputs_json, callback_url),
             callback_url=callback_url,
+            backend=backend,
         )
         try:
             stored, created = self.store.create(job)

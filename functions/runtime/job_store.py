@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from functions.runtime.aws import error_code
-from functions.runtime.jobs import BACKEND_LAMBDA, Job, JobStatus
+from functions.runtime.jobs import BACKEND_LAMBDA, BACKEND_MODAL, Job, JobStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -51,6 +51,7 @@ _NUMBERS = (
     "lease_until",
     "result_bytes",
     "redrives",
+    "dispatched_at",
 )
 _STRINGS = (
     "tenant",
@@ -66,6 +67,9 @@ _STRINGS = (
     "result",
     "result_key",
     "callback_url",
+    "gpu_call_id",
+    "fallback",
+    "follow_up",
 )
 
 
@@ -126,6 +130,7 @@ class JobStore:
         ttl_days: int,
         result_inline_max_bytes: int,
         max_receive_count: int,
+        follow_up_grace_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
@@ -135,6 +140,8 @@ class JobStore:
         self.ttl_s = ttl_days * 86_400
         self.result_inline_max_bytes = result_inline_max_bytes
         self.max_receive_count = max_receive_count
+        self.follow_up_grace_s = follow_up_grace_s
+        """How long a GPU job's follow-ups may be silent before it reads as abandoned."""
         self._clock = clock
 
     @classmethod
@@ -157,6 +164,11 @@ class JobStore:
             ttl_days=jobs.ttl_days,
             result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
             max_receive_count=jobs.max_receive_count,
+            follow_up_grace_s=(
+                declaration.gpu.poll_interval_s + 2 * declaration.visibility_timeout_s()
+                if declaration.gpu
+                else None
+            ),
         )
 
     # -- records -------------------------------------------------------------------------
@@ -342,13 +354,18 @@ class JobStore:
 
     def requeue(self, tenant: str, job_id: str) -> bool:
         """An operator's redrive: a failed (or abandoned running) job is queued again,
-        with a fresh count of attempts."""
+        with a fresh count of attempts; a GPU job that fell back to the CPU worker goes
+        back to the GPU."""
+        job = self._read(tenant, job_id)
+        backend = BACKEND_MODAL if job is not None and job.fallback else None
         return self._conditional_update(
             tenant,
             job_id,
             "SET #status = :queued, attempts = :zero, updated_at = :now, "
-            "redrives = if_not_exists(redrives, :zero) + :one "
-            "REMOVE #error, finished_at, lease_until, started_at",
+            "redrives = if_not_exists(redrives, :zero) + :one"
+            f"{', backend = :backend' if backend else ''} "
+            "REMOVE #error, finished_at, lease_until, started_at, gpu_call_id, dispatched_at, "
+            "fallback, follow_up",
             "#status IN (:failed, :running)",
             {
                 ":queued": {"S": JobStatus.QUEUED},
@@ -356,6 +373,61 @@ class JobStore:
                 ":running": {"S": JobStatus.RUNNING},
                 ":zero": _number(0),
                 ":one": _number(1),
+                **({":backend": {"S": backend}} if backend else {}),
+            },
+        )
+
+    def record_dispatch(self, tenant: str, job_id: str, call_id: str, follow_up: str) -> bool:
+        """The running job's GPU call, and the token of its first follow-up; False when the
+        job has a call already (a duplicate delivery spawned this one), or is no longer
+        running on the GPU. The job's lease ends: its follow-ups watch over it now."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET gpu_call_id = :call, follow_up = :token, dispatched_at = :now, "
+            "updated_at = :now REMOVE lease_until",
+            "#status = :running AND backend = :modal AND attribute_not_exists(gpu_call_id)",
+            {
+                ":call": {"S": call_id},
+                ":token": {"S": follow_up},
+                ":running": {"S": JobStatus.RUNNING},
+                ":modal": {"S": BACKEND_MODAL},
+            },
+        )
+
+    def pass_follow_up(self, tenant: str, job_id: str, held: str, successor: str) -> bool:
+        """Hand the following of a GPU call from the message holding token `held` to the
+        one holding `successor`; False when `held` is not the current token (another
+        message follows the call: `successor` will be dropped)."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET follow_up = :successor, updated_at = :now",
+            "#status = :running AND backend = :modal AND follow_up = :held",
+            {
+                ":successor": {"S": successor},
+                ":held": {"S": held},
+                ":running": {"S": JobStatus.RUNNING},
+                ":modal": {"S": BACKEND_MODAL},
+            },
+        )
+
+    def fall_back(self, tenant: str, job_id: str, reason: str) -> bool:
+        """A running GPU job goes to the CPU worker, with the reason and a fresh count of
+        attempts (its CPU run comes as a message of its own); False when it is no longer a
+        running GPU job (another delivery got there first)."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET backend = :lambda, fallback = :reason, attempts = :zero, updated_at = :now "
+            "REMOVE lease_until",
+            "#status = :running AND backend = :modal",
+            {
+                ":lambda": {"S": BACKEND_LAMBDA},
+                ":reason": {"S": reason},
+                ":zero": _number(0),
+                ":running": {"S": JobStatus.RUNNING},
+                ":modal": {"S": BACKEND_MODAL},
             },
         )
 
@@ -458,18 +530,31 @@ class JobStore:
     def _settle_abandoned(self, job: Job) -> Job:
         """A running job whose last allowed delivery ended without a word (the worker was
         killed, or timed out) will never run again: SQS moves its message to the
-        dead-letter queue. Say so, rather than show it running forever."""
-        if (
+        dead-letter queue. Say so, rather than show it running forever. Likewise a GPU job
+        whose follow-ups stopped (each one moves updated_at on)."""
+        now = self._clock()
+        grace = self.follow_up_grace_s
+        if job.backend == BACKEND_MODAL and job.gpu_call_id is not None and grace is not None:
+            if now - job.updated_at <= grace:
+                return job
+            reason = (
+                f"the GPU call {job.gpu_call_id} was not followed for "
+                f"{round(now - job.updated_at)} s: its follow-up messages stopped"
+                f"{f' (last error: {job.error})' if job.error else ''}; see the dead-letter "
+                "queue, where `stratoserve jobs redrive` retries it"
+            )
+        elif (
             job.attempts < self.max_receive_count
             or job.lease_until is None
-            or job.lease_until > self._clock()
+            or job.lease_until > now
         ):
             return job
-        reason = (
-            f"no attempt finished: {job.attempts} deliveries, the last one abandoned"
-            f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
-            "dead-letter queue, where `stratoserve jobs redrive` retries it"
-        )
+        else:
+            reason = (
+                f"no attempt finished: {job.attempts} deliveries, the last one abandoned"
+                f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
+                "dead-letter queue, where `stratoserve jobs redrive` retries it"
+            )
         self.fail(job.tenant, job.job_id, reason)
         return self._read(job.tenant, job.job_id) or job
 

@@ -45,6 +45,9 @@ def job_view(job: Job, store: JobStore, *, prefix: str = "") -> dict[str, Any]:
     if job.error is not None:
         # While running, the reason the last attempt failed (it will be retried).
         view["error" if job.status == JobStatus.FAILED else "last_error"] = job.error
+    if job.fallback is not None:
+        # Routed to the GPU, run on the CPU worker: why.
+        view["fallback"] = job.fallback
     if job.callback_url is not None:
         view["callback"] = {"url": job.callback_url, **(job.callback or {"delivered": False})}
     return view

@@ -27,6 +27,9 @@ class JobStatus(StrEnum):
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 BACKEND_LAMBDA = "lambda"
+"""The CPU worker (a Lambda function on AWS, a local environment under `stratoserve dev`)."""
+BACKEND_MODAL = "modal"
+"""The GPU layer: the Modal app in gpu_jobs/ (the local GPU executor under `stratoserve dev`)."""
 
 NO_TENANT = "-"
 """The tenant of jobs submitted without an API key (a direct invocation, or a declaration
@@ -84,6 +87,14 @@ class Job:
     callback: dict[str, Any] | None = None
     """How the callback went: delivered or not, attempts, last status or error."""
     redrives: int = 0
+    gpu_call_id: str | None = None
+    """The GPU layer's call running the job (Modal's FunctionCall id)."""
+    dispatched_at: float | None = None
+    follow_up: str | None = None
+    """The token of the one message that follows the call now: a follow-up whose token is
+    not this one (a duplicate, a leftover) is dropped, so following never forks."""
+    fallback: str | None = None
+    """Why a job routed to the GPU ran on the CPU worker instead."""
 
     @property
     def finished(self) -> bool:
@@ -96,7 +107,11 @@ class MalformedMessage(ValueError):
 
 @dataclass(frozen=True)
 class JobMessage:
-    """The SQS message body: which job, and its inputs (or where they are, when large)."""
+    """The SQS message body: which job, and its inputs (or where they are, when large).
+
+    Where the job runs is the job record's `backend`. Once the worker has dispatched a job
+    to the GPU layer, the messages that ask about the running call carry its `call_id` and
+    a `follow_up` token (see Job.follow_up)."""
 
     tenant: str
     job_id: str
@@ -105,6 +120,8 @@ class JobMessage:
     correlation_id: str
     inputs: list[Any] | None = None
     inputs_key: str | None = None
+    call_id: str | None = None
+    follow_up: str | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -114,6 +131,10 @@ class JobMessage:
             "version": self.version,
             "correlation_id": self.correlation_id,
         }
+        if self.call_id is not None:
+            body["call_id"] = self.call_id
+        if self.follow_up is not None:
+            body["follow_up"] = self.follow_up
         if self.inputs_key is not None:
             body["inputs_key"] = self.inputs_key
         else:
@@ -138,6 +159,9 @@ class JobMessage:
         inputs, inputs_key = raw.get("inputs"), raw.get("inputs_key")
         if not isinstance(inputs, list) and not isinstance(inputs_key, str):
             raise MalformedMessage("the message has neither inputs nor inputs_key")
+        call_id, follow_up = raw.get("call_id"), raw.get("follow_up")
+        if not all(value is None or isinstance(value, str) for value in (call_id, follow_up)):
+            raise MalformedMessage("call_id and follow_up must be strings")
         return cls(
             tenant=raw["tenant"],
             job_id=raw["job_id"],
@@ -146,4 +170,6 @@ class JobMessage:
             correlation_id=str(raw.get("correlation_id") or raw["job_id"]),
             inputs=inputs if isinstance(inputs, list) else None,
             inputs_key=inputs_key if isinstance(inputs_key, str) else None,
+            call_id=call_id,
+            follow_up=follow_up,
         )

@@ -53,6 +53,9 @@ class LoadedModel:
     runner: Runner
     size_bytes: int
     load_ms: float
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    """The execution providers the session really uses, best first (CUDA can be asked for
+    and still fall back to the CPU)."""
 
 
 _GRAPH_LEVELS = {
@@ -78,9 +81,19 @@ def session_options(runtime: RuntimeSpec) -> onnxruntime.SessionOptions:
     return options
 
 
+CPU = ["CPUExecutionProvider"]
+
+
 def load_model(
-    key: ModelKey, spec: ModelSpec, models_dir: Path, runtime: RuntimeSpec
+    key: ModelKey,
+    spec: ModelSpec,
+    models_dir: Path,
+    runtime: RuntimeSpec,
+    *,
+    providers: list[str] = CPU,
 ) -> LoadedModel:
+    """Load one model version. `providers` are ONNX Runtime's, in order of preference (the
+    GPU layer puts CUDAExecutionProvider first)."""
     version = spec.versions[key.version]
     artifact = models_dir / version.artifact
     if not artifact.is_file():
@@ -94,7 +107,7 @@ def load_model(
     # the cold-start figures count as imports, not as loading this model.
     started = time.perf_counter()
     session = onnxruntime.InferenceSession(
-        str(artifact), sess_options=session_options(runtime), providers=["CPUExecutionProvider"]
+        str(artifact), sess_options=session_options(runtime), providers=providers
     )
     runner: Runner
     if spec.task == "classify":
@@ -107,7 +120,13 @@ def load_model(
             one_text_per_run=quantizes_activations(artifact),
         )
     load_ms = (time.perf_counter() - started) * 1000
-    return LoadedModel(key=key, runner=runner, size_bytes=artifact.stat().st_size, load_ms=load_ms)
+    return LoadedModel(
+        key=key,
+        runner=runner,
+        size_bytes=artifact.stat().st_size,
+        load_ms=load_ms,
+        providers=tuple(session.get_providers()),
+    )
 
 
 # For a tokenizer.json that brings no truncation of its own: BERT-family position tables

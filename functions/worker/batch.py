@@ -24,15 +24,23 @@ import orjson
 from functions.runtime.aws import describe_error, public_reason
 from functions.runtime.job_store import JobInputsMissing
 from functions.runtime.job_view import job_view
-from functions.runtime.jobs import JobMessage, MalformedMessage
+from functions.runtime.jobs import (
+    BACKEND_LAMBDA,
+    BACKEND_MODAL,
+    JobMessage,
+    JobStatus,
+    MalformedMessage,
+)
 from functions.runtime.models import InputError, ModelKey
 from functions.runtime.observability import logger
+from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from functions.runtime.callbacks import CallbackSender
     from functions.runtime.environment import ExecutionEnvironment
+    from functions.runtime.gpu import GpuBackend
     from functions.runtime.job_service import JobService
     from functions.runtime.jobs import Job
 
@@ -69,6 +77,8 @@ class Delivery:
     """The failure in full, for the logs only (AWS's messages name accounts and roles)."""
     deferred: bool = False
     """Not run: the invocation had no time left for it. It comes back at once."""
+    gpu: bool = False
+    """A job for the GPU layer: dispatched or followed, not run here (unless it falls back)."""
     done: bool = False
     finished: bool = False
     """The job reached succeeded or failed in this invocation: its callback is due."""
@@ -96,7 +106,10 @@ class JobWorker:
         *,
         jobs: Callable[[], JobService],
         callbacks: CallbackSender | None = None,
+        gpu: Callable[[], GpuBackend] | None = None,
         batched: bool = True,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.environment = environment
         self._jobs = jobs
@@ -107,6 +120,19 @@ class JobWorker:
         self.retry_delay_s = declaration.jobs.retry_delay_s
         self.visibility_timeout_s = declaration.visibility_timeout_s()
         self.run_margin_s = max(1.0, RUN_MARGIN * environment.function.timeout_s)
+        self.gpu = (
+            GpuDispatcher(
+                declaration,
+                declaration.gpu,
+                gpu,
+                succeed=self._finish_succeeded,
+                fail=self._finish_failed,
+                clock=clock,
+                sleep=sleep,
+            )
+            if gpu is not None and declaration.gpu is not None
+            else None
+        )
 
     def process(
         self, records: list[dict[str, Any]], *, deadline: float | None = None
@@ -114,9 +140,17 @@ class JobWorker:
         """Run the batch; the failed records' message ids, each with its reason."""
         jobs = self._jobs()
         deliveries = [self._claim(record, jobs) for record in records]
+        for delivery in deliveries:
+            if delivery.gpu and not delivery.done and delivery.failure is None:
+                self._on_gpu(delivery, jobs, deadline)
         groups: dict[ModelKey, list[Delivery]] = defaultdict(list)
         for delivery in deliveries:
-            if delivery.job is not None and not delivery.done and delivery.failure is None:
+            if (
+                delivery.job is not None
+                and not delivery.gpu
+                and not delivery.done
+                and delivery.failure is None
+            ):
                 groups[ModelKey(delivery.job.model, delivery.job.version)].append(delivery)
         for key, group in groups.items():
             self._run(key, group, jobs, deadline)
@@ -139,6 +173,8 @@ class JobWorker:
             logger.error("not a job message", extra={**delivery.log_keys, "error": str(error)})
             return delivery
         try:
+            if message.follow_up is not None:
+                return self._claim_follow_up(delivery, jobs)
             job = jobs.store.start(
                 message.tenant,
                 message.job_id,
@@ -152,20 +188,70 @@ class JobWorker:
                 )
                 return delivery
             delivery.job = job
+            delivery.gpu = job.backend == BACKEND_MODAL
             logger.info(
                 "job started",
-                extra={**delivery.log_keys, "attempt": delivery.receive_count, "model": job.model},
+                extra={
+                    **delivery.log_keys,
+                    "attempt": delivery.receive_count,
+                    "model": job.model,
+                    "backend": job.backend,
+                },
             )
-            if message.inputs is not None:
-                delivery.inputs = message.inputs
-            else:
-                delivery.inputs = jobs.store.inputs(message.inputs_key or "")
+            if not (delivery.gpu and job.gpu_call_id):  # a call being followed needs none
+                self._load_inputs(delivery, jobs)
         except JobInputsMissing as error:
             # S3 is strongly consistent: inputs that are not there will not appear.
             self._finish_failed(delivery, str(error), jobs)
         except Exception as error:
             delivery.fail(error)
         return delivery
+
+    def _claim_follow_up(self, delivery: Delivery, jobs: JobService) -> Delivery:
+        """A message that follows a GPU call: it works only while it holds the job's
+        current token (a duplicate or a leftover is dropped), and no attempt is counted
+        (SQS's count of this message is not the job's)."""
+        message = delivery.message
+        assert message is not None
+        job = jobs.store.get(message.tenant, message.job_id)
+        if (
+            job is None
+            or job.status != JobStatus.RUNNING
+            or job.follow_up != message.follow_up
+            or (job.backend == BACKEND_LAMBDA and job.attempts > 0)  # its CPU run has begun
+        ):
+            delivery.done = True
+            logger.info("GPU follow-up with nothing to do: dropped", extra=delivery.log_keys)
+            return delivery
+        delivery.job = job
+        delivery.gpu = True
+        return delivery
+
+    def _load_inputs(self, delivery: Delivery, jobs: JobService) -> None:
+        message = delivery.message
+        assert message is not None
+        if message.inputs is not None:
+            delivery.inputs = message.inputs
+        else:
+            delivery.inputs = jobs.store.inputs(message.inputs_key or "")
+
+    def _on_gpu(self, delivery: Delivery, jobs: JobService, deadline: float | None) -> None:
+        """Dispatch or follow a GPU job (or hand it to the CPU worker)."""
+        if self._defer([delivery], deadline):
+            return
+        try:
+            if self.gpu is not None:
+                self.gpu.handle(delivery, jobs)
+            else:
+                give_up(
+                    self.environment.declaration,
+                    delivery,
+                    jobs,
+                    NO_GPU_LAYER,
+                    fail=self._finish_failed,
+                )
+        except Exception as error:
+            delivery.fail(error)
 
     def _run(
         self, key: ModelKey, group: list[Delivery], jobs: JobService, deadline: float | None
@@ -268,6 +354,12 @@ class JobWorker:
 
     def _finish_succeeded(self, delivery: Delivery, jobs: JobService) -> None:
         assert delivery.job is not None
+        if len(delivery.outputs or []) != delivery.job.inputs:
+            # Never store a result that is not one output per input.
+            delivery.failure = delivery.detail = (
+                f"{len(delivery.outputs or [])} outputs for {delivery.job.inputs} inputs"
+            )
+            return
         result = orjson.dumps({"outputs": delivery.outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
             stored = jobs.store.succeed(delivery.job, result)

@@ -27,7 +27,10 @@ record_cold_start(environment.function_name)
 # error: the records come back one by one, each with its own backoff.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 worker = JobWorker(
-    environment, jobs=lambda: environment.jobs, callbacks=environment.callback_sender()
+    environment,
+    jobs=lambda: environment.jobs,
+    callbacks=environment.callback_sender(),
+    gpu=environment.gpu_backend,
 )
 
 

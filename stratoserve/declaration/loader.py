@@ -149,6 +149,7 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
 
     yield from _plan_problems(declaration)
     yield from _jobs_problems(declaration)
+    yield from _gpu_problems(declaration)
 
     artifacts: dict[str, str] = {}
     for name, model_spec in models.items():
@@ -202,6 +203,40 @@ def _jobs_problems(declaration: Declaration) -> Iterator[str]:
             )
 
 
+def _gpu_problems(declaration: Declaration) -> Iterator[str]:
+    gpu = declaration.gpu
+    models = declaration.models
+    for model in gpu.models if gpu else []:
+        if model not in models:
+            yield f"gpu.models: unknown model {model}{_suggest(model, models)}"
+    for model, routing in declaration.routing.items():
+        for key in ("gpu_min_inputs", "gpu_min_bytes"):
+            if getattr(routing, key) is not None and not declaration.runs_on_gpu(model):
+                yield (
+                    f"routing.{model}.{key}: {model} is not in gpu.models (declare a [gpu] "
+                    "table that serves it, or leave the GPU thresholds out)"
+                )
+        if routing.gpu_min_inputs is not None and routing.gpu_min_inputs > routing.gpu_max_inputs:
+            yield (
+                f"routing.{model}.gpu_min_inputs: must be at most gpu_max_inputs "
+                f"({routing.gpu_max_inputs})"
+            )
+        if (
+            routing.gpu_min_inputs is not None
+            and routing.gpu_min_inputs > routing.job_max_inputs + 1
+        ):
+            yield (
+                f"routing.{model}.gpu_min_inputs: must be at most job_max_inputs + 1 "
+                f"({routing.job_max_inputs + 1}), or jobs of the sizes between have nowhere to run"
+            )
+    if gpu and gpu.deadline_s < gpu.timeout_s * (gpu.retries + 1):
+        yield (
+            f"gpu.deadline_s: must be at least gpu.timeout_s x (gpu.retries + 1) "
+            f"({gpu.timeout_s * (gpu.retries + 1)}), or a call that Modal still allows is "
+            "given up"
+        )
+
+
 def _describe(detail: ErrorDetails) -> str:
     # pydantic marks a bad table key with a trailing "[key]"; the key path already names it.
     loc = tuple(part for part in detail["loc"] if part != "[key]")
@@ -238,6 +273,11 @@ def _pattern_hint(loc: tuple[int | str, ...]) -> str:
     section = str(loc[0]) if loc else ""
     if section == "api" and len(loc) == 2:
         return "API versions are named v1, v2, ..."
+    if loc == ("gpu", "gpu"):
+        return (
+            "must be one of Modal's GPU types (T4, L4, A10G, A100, A100-40GB, A100-80GB, "
+            'L40S, H100, H200, B200), optionally with a count such as "H100:2"'
+        )
     if "versions" in loc or (section == "api" and "models" in loc):
         return 'model versions are whole numbers written as strings, like "1"'
     return "names are lowercase letters, digits, '-' or '_', starting with a letter"

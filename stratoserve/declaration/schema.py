@@ -125,6 +125,67 @@ class RoutingSpec(Strict):
     """Above this many inputs a predict request becomes a job (202) instead of running inline."""
     job_max_inputs: Annotated[int, Field(ge=1)] = 10_000
     """Above this many inputs a job is refused (413): the worker must finish it in time."""
+    gpu_min_inputs: Annotated[int, Field(ge=1)] | None = None
+    """A job of at least this many inputs goes to the GPU layer (for plans with gpu_jobs)."""
+    gpu_min_bytes: Annotated[int, Field(ge=1)] | None = None
+    """...or whose inputs weigh at least this many bytes of JSON (long texts)."""
+    gpu_max_inputs: Annotated[int, Field(ge=1, le=100_000)] = 20_000
+    """The most inputs a GPU job may carry (413 above). Its result comes back through the
+    worker's memory: 20,000 MiniLM vectors are ~150 MB of JSON."""
+    without_gpu: Literal["cpu", "refuse"] = "cpu"
+    """A GPU-sized job from a plan without gpu_jobs: run it on the CPU worker (within
+    job_max_inputs), or refuse it (403) with a message that says why."""
+    gpu_fallback: bool = True
+    """When the GPU layer fails a job (unreachable, the call errors, past gpu.deadline_s),
+    run it on the CPU worker instead (if within job_max_inputs); otherwise it fails."""
+
+    def wants_gpu(self, inputs: int, payload_bytes: int) -> bool:
+        return (self.gpu_min_inputs is not None and inputs >= self.gpu_min_inputs) or (
+            self.gpu_min_bytes is not None and payload_bytes >= self.gpu_min_bytes
+        )
+
+
+GpuType = Annotated[
+    str,
+    Field(pattern=r"^(T4|L4|A10G?|A100|A100-40GB|A100-80GB|L40S|H100|H100!|H200|B200)(:[1-8])?$"),
+]
+
+
+class GpuSpec(Strict):
+    """The GPU layer: the Modal app in gpu_jobs/ and how the worker dispatches to it."""
+
+    app: Name = "stratoserve-gpu"
+    """The Modal app's name (`modal deploy gpu_jobs/app.py` deploys it under this name)."""
+    models: list[str] = Field(min_length=1)
+    """The models the GPU app serves (every version an API version serves)."""
+    gpu: GpuType = "L4"
+    """Modal's GPU type, optionally with a count ("H100:2")."""
+    min_containers: Annotated[int, Field(ge=0, le=100)] = 0
+    """Containers kept warm (0 = scale to zero when idle)."""
+    scaledown_window_s: Annotated[int, Field(ge=2, le=1200)] = 300
+    """How long an idle container waits for work before it stops."""
+    memory_snapshot: bool = True
+    """Snapshot the container after imports and file reads: faster cold starts."""
+    max_batch_size: Annotated[int, Field(ge=1, le=1000)] = 256
+    """Inputs per model run on the GPU (modal.batched's max_batch_size)."""
+    wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
+    """How long a container waits to fill a batch (modal.batched's wait_ms)."""
+    timeout_s: Annotated[int, Field(ge=10, le=86_400)] = 900
+    """Modal's limit on one call."""
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Modal's retries of a call whose container failed."""
+    deadline_s: Annotated[int, Field(ge=5, le=86_400)] = 3600
+    """A GPU job not finished this long after the worker first took it is cancelled, and
+    falls back to the CPU worker or fails (routing.<model>.gpu_fallback). At least
+    timeout_s x (retries + 1): what Modal may spend on one call."""
+    poll_interval_s: Annotated[int, Field(ge=1, le=900)] = 10
+    """How often the worker asks about a running GPU call (an SQS message delayed by this)."""
+    dispatch_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries of one spawn, with backoff, before the delivery fails (or falls back)."""
+    breaker_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    """Consecutive failed calls to Modal after which the worker stops trying for a while."""
+    breaker_reset_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    """How long the circuit stays open before one trial call."""
 
 
 class JobsSpec(Strict):
@@ -158,6 +219,11 @@ class Declaration(Strict):
     routing: dict[str, RoutingSpec] = Field(default_factory=dict)
     jobs: JobsSpec = Field(default_factory=JobsSpec)
     plans: dict[Name, PlanSpec] = Field(default_factory=dict)
+    gpu: GpuSpec | None = None
+    """The GPU layer (Modal); without it every job runs on the CPU worker."""
+
+    def runs_on_gpu(self, model: str) -> bool:
+        return self.gpu is not None and model in self.gpu.models
 
     def function_for_model(self, model: str) -> str:
         for name, function in self.functions.items():

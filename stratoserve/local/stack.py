@@ -23,6 +23,8 @@ from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
 from stratoserve.local.gateway import Gateway
+from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
+from stratoserve.local.gpu_executor import ExecutorError, ExecutorProcess, launch
 from stratoserve.local.keys import DEV_TENANT, GatewayKeys
 from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.poller import EventSourcePoller
@@ -85,7 +87,10 @@ def function_configs(
     source: Path,
     aws: dict[str, str] | None = None,
     jobs: dict[str, str] | None = None,
+    worker: dict[str, str] | None = None,
 ) -> dict[str, FunctionConfig]:
+    """Each function's local configuration; `worker` holds variables only the worker gets
+    (the GPU executor's URL)."""
     shared = {
         **(aws or {}),
         **(jobs or {}),
@@ -101,7 +106,11 @@ def function_configs(
             memory_mb=spec.memory_mb,
             timeout_s=spec.timeout_s,
             max_environments=spec.local_environments,
-            environment={**shared, "STRATOSERVE_FUNCTION": name},
+            environment={
+                **shared,
+                **((worker or {}) if name == WORKER_FUNCTION else {}),
+                "STRATOSERVE_FUNCTION": name,
+            },
         )
         for name, spec in declaration.functions.items()
     }
@@ -124,8 +133,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float]], None]) -> None:
-    """Run the stack until interrupted; `on_ready(url, init_ms_by_function)` once it serves."""
+async def serve(
+    options: DevOptions, *, on_ready: Callable[[str, dict[str, float], list[str]], None]
+) -> None:
+    """Run the stack until interrupted; `on_ready(url, init_ms_by_function, notes)` once it
+    serves (notes: a line each about other parts, such as the local GPU executor)."""
     import uvicorn
 
     declaration = load_declaration(options.config)
@@ -142,6 +154,8 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
     record = options.state_dir / "stack.json"
     flushing: asyncio.Task[None] | None = None
     poller: EventSourcePoller | None = None
+    executor: ExecutorProcess | None = None
+    notes: list[str] = []
     try:
         try:
             aws_url = aws.start()
@@ -158,15 +172,26 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
             "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir),
             "STRATOSERVE_LOCAL_STACK": "1",
         }
+        worker_environment = {}
+        if declaration.gpu is not None:
+            # The GPU layer's stand-in, started first: the worker gets its URL.
+            executor = _start_gpu_executor(declaration, options.config, project_root)
+            worker_environment[GPU_EXECUTOR_URL_ENV] = executor.url
         pools = {
             name: FunctionPool(config, cwd=project_root)
             for name, config in function_configs(
-                declaration, options.config, function_environment(aws_url), jobs_environment
+                declaration,
+                options.config,
+                function_environment(aws_url),
+                jobs_environment,
+                worker_environment,
             ).items()
         }
         # One warm environment per function before the first request, like provisioned
         # concurrency of 1; later environments cold-start on demand.
         started = await asyncio.gather(*(pool.prestart(1) for pool in pools.values()))
+        if executor is not None:
+            notes.append(await _gpu_executor_ready(executor, declaration))
         init_ms = {
             name: environments[0].init_ms or 0.0
             for name, environments in zip(pools, started, strict=True)
@@ -209,8 +234,8 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        _write_record(record, url, aws_url, pools, resources)
-        on_ready(url, init_ms)
+        _write_record(record, url, aws_url, pools, resources, executor)
+        on_ready(url, init_ms, notes)
         await server.serve(sockets=[sock])
     finally:
         if poller is not None:
@@ -221,8 +246,34 @@ async def serve(options: DevOptions, *, on_ready: Callable[[str, dict[str, float
         with contextlib.suppress(FileNotFoundError):
             record.unlink()
         await close_all(pools)
+        if executor is not None:
+            await asyncio.to_thread(executor.stop)
         aws.stop()
         sock.close()
+
+
+def _start_gpu_executor(declaration: Declaration, source: Path, cwd: Path) -> ExecutorProcess:
+    try:
+        return launch(
+            source.resolve(),
+            cwd=cwd,
+            environment={MODELS_DIR_ENV: str(models_dir(declaration, source))},
+        )
+    except (ExecutorError, OSError) as error:
+        raise StackError(f"cannot start the local GPU executor: {error}") from None
+
+
+async def _gpu_executor_ready(executor: ExecutorProcess, declaration: Declaration) -> str:
+    """Wait until the executor answers /health; the banner's line about it."""
+    try:
+        health = await asyncio.to_thread(executor.wait_ready)
+    except ExecutorError as error:
+        raise StackError(str(error)) from None
+    app = declaration.gpu.app if declaration.gpu else ""
+    return (
+        f"GPU jobs (Modal app {app}, run locally on {health.get('provider')}): "
+        f"{', '.join(health.get('models', []))} at {executor.url}"
+    )
 
 
 def plan_limits(declaration: Declaration) -> dict[str, PlanLimits]:
@@ -310,6 +361,7 @@ def _write_record(
     aws_url: str,
     pools: dict[str, FunctionPool],
     resources: JobResources,
+    executor: ExecutorProcess | None = None,
 ) -> None:
     record.parent.mkdir(parents=True, exist_ok=True)
     content = {
@@ -320,6 +372,8 @@ def _write_record(
         "started_at": time.time(),
         "functions": sorted(pools),
     }
+    if executor is not None:
+        content["gpu_executor"] = {"url": executor.url, "pid": executor.pid}
     temporary = record.with_suffix(".tmp")
     temporary.write_text(json.dumps(content, indent=2))
     temporary.replace(record)

@@ -25,6 +25,7 @@ from functions.runtime.job_view import job_view
 from functions.runtime.jobs import NO_TENANT
 from functions.runtime.models import INPUT_CHECKS, InputError
 from functions.runtime.observability import logger
+from functions.runtime.routing import RouteRefused, route_job
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -137,17 +138,22 @@ async def enqueue(
         raise ApiError(422, '"inputs" must be a list')
     if not inputs:
         raise ApiError(422, '"inputs" must not be empty')
-    limit = declaration.routing_for(model).job_max_inputs
-    if len(inputs) > limit:
-        raise ApiError(
-            413,
-            f"{len(inputs)} inputs is more than a job of {model} may carry ({limit}, "
-            f"routing.{model}.job_max_inputs); split it into several jobs",
-        )
     try:
         INPUT_CHECKS[declaration.models[model].task](inputs)
     except InputError as error:
         raise ApiError(422, str(error)) from None
+    inputs_json = orjson.dumps(inputs)
+    try:
+        route = route_job(
+            declaration,
+            model,
+            plan=plan,
+            plan_name=tenant.plan if tenant else None,
+            inputs=len(inputs),
+            payload_bytes=len(inputs_json),
+        )
+    except RouteRefused as refused:
+        raise ApiError(refused.status, str(refused)) from None
     idempotency_key = _idempotency_key(request)
     try:
         submission = environment.jobs.submit(
@@ -159,6 +165,8 @@ async def enqueue(
             correlation_id=request.state.request_id,
             callback_url=callback_url,
             idempotency_key=idempotency_key,
+            backend=route.backend,
+            inputs_json=inputs_json,
         )
     except IdempotencyConflict as error:
         raise ApiError(422, str(error)) from None
@@ -173,6 +181,7 @@ async def enqueue(
             "model": model,
             "version": version,
             "inputs": len(inputs),
+            "backend": job.backend,
             "replayed": submission.replayed,
         },
     )

@@ -395,21 +395,35 @@ def test_a_plan_without_the_model_is_a_403(invoke: Callable[..., Response], stac
     assert len(stack.drain()) == 1
 
 
-def test_a_job_over_job_max_inputs_is_a_413(
+def test_a_big_job_is_routed_to_the_gpu_and_one_over_its_limit_is_a_413(
     invoke: Callable[..., Response], stack: Stack, declaration: Declaration
 ) -> None:
-    limit = declaration.routing_for("embed").job_max_inputs
+    routing = declaration.routing_for("embed")
+    assert routing.gpu_min_inputs is not None
 
-    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"] * (limit + 1)})
-    at_limit = _submit(invoke, {"model": "embed", "inputs": ["a"] * limit})
+    small = _submit(invoke, {"model": "embed", "inputs": ["a"] * (routing.gpu_min_inputs - 1)})
+    big = _submit(invoke, {"model": "embed", "inputs": ["a"] * routing.gpu_min_inputs})
+    too_big = _submit(invoke, {"model": "embed", "inputs": ["a"] * (routing.gpu_max_inputs + 1)})
 
-    assert status == 413
-    assert body == {
-        "message": f"{limit + 1} inputs is more than a job of embed may carry ({limit}, "
-        "routing.embed.job_max_inputs); split it into several jobs"
+    assert (small[0], big[0]) == (202, 202)
+    backends = {
+        body["job_id"]: body["backend"]
+        for body in (_show(invoke, small[2]["job_id"]), _show(invoke, big[2]["job_id"]))
     }
-    assert at_limit[0] == 202
-    assert len(stack.drain()) == 1
+    assert backends == {small[2]["job_id"]: "lambda", big[2]["job_id"]: "modal"}
+    assert too_big[0] == 413
+    assert too_big[2] == {
+        "message": f"{routing.gpu_max_inputs + 1} inputs is more than a GPU job of embed may "
+        f"carry ({routing.gpu_max_inputs}, routing.embed.gpu_max_inputs); split it into "
+        "several jobs"
+    }
+    assert len(stack.drain()) == 2
+
+
+def _show(invoke: Callable[..., Response], job_id: str) -> Any:
+    status, _, body = invoke("api", "acme", "GET", f"/v2/jobs/{job_id}")
+    assert status == 200
+    return body
 
 
 @pytest.mark.parametrize("value", [1e39, -3.5e38], ids=["over", "under"])
@@ -518,15 +532,15 @@ def test_a_predict_over_the_inline_limit_becomes_a_job(
     assert (job["status"], job["inputs"]) == ("queued", 65)
 
 
-def test_a_predict_over_job_max_inputs_is_a_413(
+def test_a_predict_over_the_gpu_limit_is_a_413(
     invoke: Callable[..., Response], stack: Stack, declaration: Declaration
 ) -> None:
-    too_many = ["a"] * (declaration.routing_for("embed").job_max_inputs + 1)
+    too_many = ["a"] * (declaration.routing_for("embed").gpu_max_inputs + 1)
 
     status, _, body = invoke("embed", "acme", "POST", "/v2/predict/embed", {"inputs": too_many})
 
     assert status == 413
-    assert "routing.embed.job_max_inputs" in body["message"]
+    assert "routing.embed.gpu_max_inputs" in body["message"]
     assert stack.drain() == []
 
 

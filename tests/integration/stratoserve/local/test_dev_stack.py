@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,6 @@ from tests.integration.stratoserve.local.dev_stack import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     import httpx
 
@@ -136,6 +136,23 @@ def test_health_needs_no_key(stack: Stack) -> None:
 
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+def test_the_worker_and_only_the_worker_gets_the_local_gpu_executor(stack: Stack) -> None:
+    executor = json.loads((stack.state / "stack.json").read_text())["gpu_executor"]
+    health = stack.client.get(executor["url"] + "/health").json()
+
+    assert health["models"] == ["embed:1", "embed:2"]
+    assert f"run locally on {health['provider']}): embed:1, embed:2 at {executor['url']}" in (
+        stack.log.read_text()
+    )
+    children = Path(f"/proc/{stack.process.pid}/task/{stack.process.pid}/children")
+    assert executor["pid"] in {int(pid) for pid in children.read_text().split()}
+    variable = f"STRATOSERVE_GPU_EXECUTOR_URL={executor['url']}".encode()
+    for function in ("worker", "embed", "api"):
+        (pid, *_) = stack.environments(function)
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert (variable in environ) is (function == "worker")
 
 
 def test_digits_and_embeddings_from_v1_and_v2(stack: Stack) -> None:

@@ -1,0 +1,669 @@
+"""The local GPU executor: what `stratoserve dev` runs in place of the Modal app.
+
+A process of its own (as a Modal container is) that serves a small HTTP API on the
+loopback and runs each call through the gpu_jobs class's real code:
+`gpu_jobs.app.Model(model=..., version=...).predict.local(batch)`, a length-sorted batch at
+a time (gpu_jobs.engine), so the @modal.enter hooks load the model as in a container. It
+uses CUDA when this machine's onnxruntime has it, the CPU otherwise.
+
+    POST   /calls            {"model", "version", "inputs"} -> 202 {"call_id"}
+    GET    /calls/{call_id}  -> {"status": "pending" | "succeeded" | "failed" | "cancelled", ...}
+    DELETE /calls/{call_id}  -> {"status": "cancelled"} (a finished call keeps its status)
+    GET    /health           -> {"ok": true, "models": [...], "provider": ...}
+    GET|PUT /faults          {"error": p, "hang": p}: inject failures into later calls
+
+Calls run one at a time on a background thread (one GPU); finished calls are kept for an
+hour, and only so many (and so many bytes) of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stratoserve.declaration import load_declaration
+from stratoserve.declaration.loader import CONFIG_ENV
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stratoserve.declaration import Declaration
+
+URL_ENV = "STRATOSERVE_GPU_EXECUTOR_URL"
+"""How the worker's environments find the executor."""
+FAULTS_ENV = "STRATOSERVE_GPU_FAULTS"
+"""Faults from the start, e.g. "error=0.5,hang=0.1"."""
+
+KEEP_S = 3600.0
+"""A call is forgotten (then 404) this long after it was submitted, unless still running."""
+KEEP_CALLS = 1000
+"""...and finished calls beyond this many, oldest first."""
+KEEP_BYTES = 512 << 20
+"""...and beyond this many bytes of kept answers (2,000 vectors of 384 floats: ~8 MB)."""
+MAX_BODY_BYTES = 256 << 20
+READY_TIMEOUT_S = 120.0
+
+logger = logging.getLogger("stratoserve.gpu_executor")
+
+
+class ExecutorError(Exception):
+    """The executor cannot start or answer; the message says why and what to do."""
+
+
+class InjectedFault(Exception):  # named for what callers read: "InjectedFault: ..."
+    """A failure the fault settings asked for."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# --- fault injection ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Faults:
+    error: float = 0.0
+    """Probability that a call fails with InjectedFault."""
+    hang: float = 0.0
+    """Probability that a call never finishes (until it is cancelled)."""
+
+    @classmethod
+    def parse(cls, text: str) -> Faults:
+        """From "error=0.5,hang=0.1" (as in STRATOSERVE_GPU_FAULTS)."""
+        values: dict[str, Any] = {}
+        for part in filter(None, (piece.strip() for piece in text.split(","))):
+            name, equals, value = part.partition("=")
+            if not equals:
+                raise ValueError(f"{part!r}: expected name=probability, e.g. error=0.5")
+            try:
+                values[name.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"{name.strip()}: {value.strip()!r} is not a number") from None
+        return cls.from_json(values)
+
+    @classmethod
+    def from_json(cls, body: Any) -> Faults:
+        if not isinstance(body, dict):
+            raise ValueError('expected an object like {"error": 0.5, "hang": 0.1}')
+        unknown = sorted(set(body) - {"error", "hang"})
+        if unknown:
+            raise ValueError(f"unknown fault {unknown[0]!r} (known: error, hang)")
+        for name, value in body.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name}: must be a number from 0 to 1")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: must be from 0 to 1, got {value}")
+        return cls(error=float(body.get("error", 0.0)), hang=float(body.get("hang", 0.0)))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"error": self.error, "hang": self.hang}
+
+
+# --- calls -------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    call_id: str
+    model: str
+    version: str
+    inputs: list[Any] | None
+    fault: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    answer: dict[str, Any] = field(default_factory=lambda: {"status": "pending"})
+    body: bytes | None = None
+    """The finished answer as JSON, kept instead of the outputs (far smaller)."""
+    running: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.answer["status"] != "pending")
+
+
+def _dumps(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class CallStore:
+    """The calls this executor knows, bounded by age, count and bytes."""
+
+    def __init__(
+        self, *, keep_s: float = KEEP_S, keep_calls: int = KEEP_CALLS, keep_bytes: int = KEEP_BYTES
+    ) -> None:
+        self._calls: OrderedDict[str, Call] = OrderedDict()
+        self._lock = threading.Lock()
+        self._kept_bytes = 0
+        self.keep_s, self.keep_calls, self.keep_bytes = keep_s, keep_calls, keep_bytes
+
+    def add(self, call: Call) -> None:
+        with self._lock:
+            self._calls[call.call_id] = call
+            self._evict()
+
+    def get(self, call_id: str) -> Call | None:
+        with self._lock:
+            self._evict()
+            return self._calls.get(call_id)
+
+    def finish(self, call: Call, answer: dict[str, Any]) -> bool:
+        """Record a call's end, unless it was cancelled (or forgotten) meanwhile."""
+        body = _dumps(answer)
+        with self._lock:
+            call.running = False
+            call.inputs = None
+            if call.finished or self._calls.get(call.call_id) is not call:
+                return False
+            call.answer = {"status": answer["status"]}
+            call.body = body
+            self._kept_bytes += len(body)
+            self._evict()
+            return True
+
+    def cancel(self, call_id: str) -> Call | None:
+        with self._lock:
+            call = self._calls.get(call_id)
+            if call is not None and not call.finished:
+                call.cancel.set()
+                call.answer = {"status": "cancelled"}
+                if not call.running:  # a running call stops at its next batch
+                    call.inputs = None
+            return call
+
+    def start(self, call: Call) -> bool:
+        """Mark a queued call running; False when it was cancelled or forgotten meanwhile."""
+        with self._lock:
+            if call.finished or call.cancel.is_set():
+                return False
+            call.running = True
+            return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(not call.finished for call in self._calls.values())
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        finished = [call for call in self._calls.values() if call.finished]
+        excess = len(finished) - self.keep_calls
+        for call in list(self._calls.values()):  # oldest first
+            too_old = now - call.submitted > self.keep_s and not call.running
+            over = call.finished and (excess > 0 or self._kept_bytes > self.keep_bytes)
+            if too_old or over:
+                if call.finished:
+                    excess -= 1
+                self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        del self._calls[call.call_id]
+        self._kept_bytes -= len(call.body or b"")
+        call.cancel.set()
+
+
+# --- the executor ------------------------------------------------------------------------
+
+
+class Executor:
+    """Runs calls on one background thread through the gpu_jobs Model class."""
+
+    def __init__(self, declaration: Declaration, source: Path, *, faults: Faults | None = None):
+        from gpu_jobs import engine
+
+        if declaration.gpu is None:
+            raise ExecutorError(f"{source}: no [gpu] table, so there is no GPU layer to run")
+        self.declaration = declaration
+        self.source = source
+        self.served = engine.served(declaration)
+        self.max_batch_size = declaration.gpu.max_batch_size
+        self.faults = faults or Faults()
+        self.calls = CallStore()
+        self._queue: queue.SimpleQueue[Call] = queue.SimpleQueue()
+        self._instances: dict[tuple[str, str], Any] = {}
+        self._providers: dict[str, str] = {}
+        self._preferred: str | None = None
+        self._thread = threading.Thread(target=self._work, name="gpu-executor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def models(self) -> list[str]:
+        return [
+            f"{model}:{version}" for model, versions in self.served.items() for version in versions
+        ]
+
+    def submit(self, model: str, version: str, inputs: list[Any]) -> Call:
+        from gpu_jobs import engine
+
+        engine.check_served(self.declaration, model, version)
+        faults = self.faults
+        fault = (
+            "hang"
+            if random.random() < faults.hang
+            else "error"
+            if random.random() < faults.error
+            else None
+        )
+        call = Call(f"fc-{uuid.uuid4().hex}", model, version, inputs, fault=fault)
+        self.calls.add(call)
+        if fault != "hang":  # a hung call is never run: it stays pending until cancelled
+            self._queue.put(call)
+        return call
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "app": self.declaration.gpu.app if self.declaration.gpu else None,
+            "models": self.models,
+            "provider": self.provider,
+            "loaded": dict(self._providers),
+            "pending": self.calls.pending(),
+            "faults": self.faults.as_dict(),
+        }
+
+    @property
+    def provider(self) -> str:
+        """The provider loaded models really use; before any has loaded, the one asked for."""
+        if self._providers:
+            return next(iter(self._providers.values()))
+        if self._preferred is None:
+            from gpu_jobs import engine
+
+            self._preferred = engine.providers()[0]
+        return self._preferred
+
+    def warm(self) -> None:
+        """Load every served version now, as Modal's min_containers keep containers up."""
+        for model, versions in self.served.items():
+            for version in versions:
+                self._instance(model, version).predict.local([])
+
+    def _work(self) -> None:
+        if self.declaration.gpu and self.declaration.gpu.min_containers > 0:
+            try:
+                self.warm()
+            except Exception:
+                logger.exception("local GPU executor: warming the models failed")
+        while True:
+            call = self._queue.get()
+            if self.calls.start(call):
+                self._run(call)
+
+    def _run(self, call: Call) -> None:
+        from gpu_jobs import engine
+
+        inputs = call.inputs
+        assert inputs is not None  # a started call keeps its inputs until it finishes
+        try:
+            if call.fault == "error":
+                raise InjectedFault(
+                    f"the local GPU executor failed this call on purpose (faults: "
+                    f"error={self.faults.error})"
+                )
+            engine.check_inputs(self.declaration, call.model, inputs)
+            instance = self._instance(call.model, call.version)
+
+            def predict(batch: list[Any]) -> list[Any]:
+                if call.cancel.is_set():
+                    raise _Cancelled
+                outputs: list[Any] = instance.predict.local(batch)
+                return outputs
+
+            request = {"model": call.model, "version": call.version, "inputs": inputs}
+            result = engine.run_job(request, predict, self.max_batch_size)
+            self._providers.setdefault(f"{call.model}:{call.version}", instance.engine.provider)
+            answer = {"status": "succeeded", "outputs": result["outputs"]}
+        except _Cancelled:
+            self.calls.finish(call, {"status": "cancelled"})
+            return
+        except Exception as error:
+            answer = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        self.calls.finish(call, answer)
+
+    def _instance(self, model: str, version: str) -> Any:
+        """One Model instance per (model, version): its enter hooks run on its first call,
+        as in a fresh container, and it stays loaded."""
+        key = (model, version)
+        if key not in self._instances:
+            from gpu_jobs.app import model_instance
+
+            self._instances[key] = model_instance(model, version)
+        return self._instances[key]
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+_CALL_PATH = re.compile(r"^/calls/([A-Za-z0-9_.-]{1,100})$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_GET(self) -> None:
+        executor = self.server.executor
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            self._answer(HTTPStatus.OK, executor.health())
+        elif path == "/faults":
+            self._answer(HTTPStatus.OK, executor.faults.as_dict())
+        elif match := _CALL_PATH.match(path):
+            self._call_status(executor.calls.get(match.group(1)), match.group(1))
+        else:
+            self._not_found(path)
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != "/calls":
+            self._not_found(path)
+            return
+        body = self._body()
+        if body is None:
+            return
+        problem = _call_problem(body)
+        if problem:
+            self._answer(HTTPStatus.BAD_REQUEST, {"error": problem})
+            return
+        from gpu_jobs.engine import NotServedError
+
+        try:
+            call = self.server.executor.submit(body["model"], body["version"], body["inputs"])
+        except NotServedError as error:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": str(error)})
+            return
+        self._answer(HTTPStatus.ACCEPTED, {"call_id": call.call_id})
+
+    def do_DELETE(self) -> None:
+        path = self.path.split("?", 1)[0]
+        match = _CALL_PATH.match(path)
+        if not match:
+            self._not_found(path)
+            return
+        self._call_status(self.server.executor.calls.cancel(match.group(1)), match.group(1))
+
+    def do_PUT(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != "/faults":
+            self._not_found(path)
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            faults = Faults.from_json(body)
+        except ValueError as error:
+            self._answer(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        self.server.executor.faults = faults
+        logger.warning("local GPU executor: faults now %s", faults.as_dict())
+        self._answer(HTTPStatus.OK, faults.as_dict())
+
+    def _call_status(self, call: Call | None, call_id: str) -> None:
+        if call is None:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no call {call_id}"})
+        elif call.body is not None:
+            self._send(HTTPStatus.OK, call.body)
+        else:
+            self._answer(HTTPStatus.OK, call.answer)
+
+    def _body(self) -> Any:
+        """The request's JSON body; None once an error has been answered."""
+        import orjson
+
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._answer(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return None
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._answer(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": f"body of {length} bytes; at most {MAX_BODY_BYTES}"},
+            )
+            return None
+        raw = self.rfile.read(length)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            self._answer(HTTPStatus.BAD_REQUEST, {"error": f"body is not JSON: {error}"})
+            return None
+
+    def _not_found(self, path: str) -> None:
+        self._answer(HTTPStatus.NOT_FOUND, {"error": f"no route {self.command} {path}"})
+
+    def _answer(self, status: HTTPStatus, body: Any) -> None:
+        self._send(status, _dumps(body))
+
+    def _send(self, status: HTTPStatus, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+def _call_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return 'expected an object {"model", "version", "inputs"}'
+    for name in ("model", "version"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            return f"{name}: must be a non-empty string"
+    if not isinstance(body.get("inputs"), list):
+        return "inputs: must be a list"
+    return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, executor: Executor, sock: socket.socket) -> None:
+        super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.server_address = sock.getsockname()[:2]
+        self.executor = executor
+
+
+def serve(
+    config: Path, sock: socket.socket, *, faults: Faults, on_ready: Callable[[str], None]
+) -> None:
+    """Serve on the listening `sock` until interrupted."""
+    os.environ[CONFIG_ENV] = str(config)  # gpu_jobs.app reads the same declaration
+    declaration = load_declaration(config)
+    executor = Executor(declaration, config, faults=faults)
+    # gpu_jobs.app (and modal, ~0.7 s of imports) loads with the first call, as a Modal
+    # container starts with its first input when min_containers is 0; a missing modal is
+    # said now, though.
+    if importlib.util.find_spec("modal") is None:
+        raise ExecutorError(
+            "the local GPU executor needs modal (the gpu extra): pip install -e '.[gpu]'"
+        )
+    executor.start()
+    server = _Server(executor, sock)
+    host, port = sock.getsockname()[:2]
+    on_ready(f"http://{host}:{port}")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+# --- the process, from the stack's side --------------------------------------------------
+
+
+@dataclass
+class ExecutorProcess:
+    """The executor as `stratoserve dev` runs it: a child process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        """/health's answer once the executor serves; ExecutorError if it exits or hangs."""
+        import json
+
+        deadline = time.monotonic() + timeout_s
+        # Straight to the loopback, whatever HTTP_PROXY says.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            status = self.process.poll()
+            if status is not None:
+                raise ExecutorError(
+                    f"the local GPU executor exited (status {status}) before it served; "
+                    "see its output above"
+                )
+            try:
+                with opener.open(self.url + "/health", timeout=1.0) as response:
+                    health: dict[str, Any] = json.loads(response.read())
+                    return health
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ExecutorError(f"the local GPU executor did not answer in {timeout_s:.0f} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def launch(
+    config: Path, *, cwd: Path, environment: dict[str, str] | None = None
+) -> ExecutorProcess:
+    """Start the executor on a free loopback port (bound here, so the URL is known at once
+    and no other process can take the port before the executor listens)."""
+    faults = os.environ.get(FAULTS_ENV, "")
+    try:
+        Faults.parse(faults)
+    except ValueError as error:
+        raise ExecutorError(f"{FAULTS_ENV}={faults}: {error}") from None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stratoserve.local.gpu_executor",
+                "--config",
+                str(config),
+                "--listen-fd",
+                str(sock.fileno()),
+                "--exit-with",
+                str(os.getpid()),
+            ],
+            cwd=cwd,
+            env={**os.environ, **(environment or {})},
+            pass_fds=(sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        sock.close()  # the child holds its own copy
+    return ExecutorProcess(process, f"http://127.0.0.1:{port}")
+
+
+def _exit_with(parent: int) -> None:
+    """Stop when `stratoserve dev` is gone, however it ended (a kill -9 included)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stratoserve.local.gpu_executor",
+        description="The local GPU executor: runs gpu_jobs' Model class behind a small HTTP API.",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="the declaration")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--exit-with", type=int, default=None, help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    # Under `stratoserve dev` (which passes the socket) only warnings: the stack's banner
+    # says where it listens.
+    logging.basicConfig(
+        level=logging.INFO if arguments.listen_fd is None else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from stratoserve.declaration import DeclarationError, default_path
+
+    config = (arguments.config or default_path()).resolve()
+    try:
+        faults = Faults.parse(os.environ.get(FAULTS_ENV, ""))
+    except ValueError as error:
+        sys.stderr.write(f"error: {FAULTS_ENV}: {error}\n")
+        return 2
+    if arguments.exit_with is not None:
+        _exit_with(arguments.exit_with)
+    if arguments.listen_fd is not None:
+        sock = socket.socket(fileno=arguments.listen_fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((arguments.host, arguments.port))
+        sock.listen(128)
+
+    def ready(url: str) -> None:
+        logger.info("local GPU executor listening on %s", url)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(config, sock, faults=faults, on_ready=ready)
+    except (ExecutorError, DeclarationError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
