@@ -35,6 +35,10 @@ class JobNotCancellable(Exception):
         self.job = job
 
 
+HANDED_TO_CPU = "cpu"
+"""A fallen-back job's follow_up once its CPU run is queued: no follow-up token matches."""
+
+
 class JobInputsMissing(Exception):
     """The inputs a message points at are not in the bucket (expired or deleted)."""
 
@@ -130,7 +134,6 @@ class JobStore:
         ttl_days: int,
         result_inline_max_bytes: int,
         max_receive_count: int,
-        follow_up_grace_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
@@ -140,8 +143,6 @@ class JobStore:
         self.ttl_s = ttl_days * 86_400
         self.result_inline_max_bytes = result_inline_max_bytes
         self.max_receive_count = max_receive_count
-        self.follow_up_grace_s = follow_up_grace_s
-        """How long a GPU job's follow-ups may be silent before it reads as abandoned."""
         self._clock = clock
 
     @classmethod
@@ -164,11 +165,6 @@ class JobStore:
             ttl_days=jobs.ttl_days,
             result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
             max_receive_count=jobs.max_receive_count,
-            follow_up_grace_s=(
-                declaration.gpu.poll_interval_s + 2 * declaration.visibility_timeout_s()
-                if declaration.gpu
-                else None
-            ),
         )
 
     # -- records -------------------------------------------------------------------------
@@ -295,20 +291,27 @@ class JobStore:
             raise
         return True
 
-    def fail(self, tenant: str, job_id: str, reason: str) -> bool:
-        """Finish the job as failed, with the reason; False when it had already finished."""
+    def fail(self, tenant: str, job_id: str, reason: str, *, follow_up: str | None = None) -> bool:
+        """Finish the job as failed, with the reason; False when it had already finished
+        (or, given the `follow_up` token of the failing message, when another message
+        follows the job's GPU call now)."""
+        values: dict[str, Any] = {
+            ":failed": {"S": JobStatus.FAILED},
+            ":reason": {"S": reason},
+            ":queued": {"S": JobStatus.QUEUED},
+            ":running": {"S": JobStatus.RUNNING},
+        }
+        condition = "#status IN (:queued, :running)"
+        if follow_up is not None:
+            condition += " AND follow_up = :token"
+            values[":token"] = {"S": follow_up}
         return self._conditional_update(
             tenant,
             job_id,
             "SET #status = :failed, #error = :reason, finished_at = :now, updated_at = :now "
             "REMOVE lease_until",
-            "#status IN (:queued, :running)",
-            {
-                ":failed": {"S": JobStatus.FAILED},
-                ":reason": {"S": reason},
-                ":queued": {"S": JobStatus.QUEUED},
-                ":running": {"S": JobStatus.RUNNING},
-            },
+            condition,
+            values,
         )
 
     def fail_unsent(self, tenant: str, job_id: str, reason: str) -> bool:
@@ -378,14 +381,14 @@ class JobStore:
         )
 
     def record_dispatch(self, tenant: str, job_id: str, call_id: str, follow_up: str) -> bool:
-        """The running job's GPU call, and the token of its first follow-up; False when the
-        job has a call already (a duplicate delivery spawned this one), or is no longer
-        running on the GPU. The job's lease ends: its follow-ups watch over it now."""
+        """The running job's GPU call, and the token of the message that follows it first;
+        False when the job has a call already (a duplicate delivery spawned this one), or
+        is no longer running on the GPU. The carrying delivery's claim (attempts, lease)
+        stands until it hands the following on."""
         return self._conditional_update(
             tenant,
             job_id,
-            "SET gpu_call_id = :call, follow_up = :token, dispatched_at = :now, "
-            "updated_at = :now REMOVE lease_until",
+            "SET gpu_call_id = :call, follow_up = :token, dispatched_at = :now, updated_at = :now",
             "#status = :running AND backend = :modal AND attribute_not_exists(gpu_call_id)",
             {
                 ":call": {"S": call_id},
@@ -395,39 +398,90 @@ class JobStore:
             },
         )
 
+    def claim_follow_up(
+        self, tenant: str, job_id: str, token: str, *, delivery: int, lease_s: float
+    ) -> Job | None:
+        """Claim a delivery of the message holding token `token`: its receive count and
+        lease become the job's, as for any delivery (so a follow-up that dies on its last
+        delivery settles the job as abandoned). None when `token` is not the job's current
+        one, or the job is not running: the message is a leftover."""
+        now = self._clock()
+        try:
+            answer = self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression=(
+                    "SET attempts = :delivery, lease_until = :lease, updated_at = :now"
+                ),
+                ConditionExpression=(
+                    "attribute_exists(job_id) AND #status = :running AND follow_up = :token"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":delivery": _number(delivery),
+                    ":lease": _number(now + lease_s),
+                    ":now": _number(now),
+                    ":running": {"S": JobStatus.RUNNING},
+                    ":token": {"S": token},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return None
+            raise
+        job = _job(answer["Attributes"])
+        return None if job.expires_at < now else job
+
     def pass_follow_up(self, tenant: str, job_id: str, held: str, successor: str) -> bool:
         """Hand the following of a GPU call from the message holding token `held` to the
-        one holding `successor`; False when `held` is not the current token (another
-        message follows the call: `successor` will be dropped)."""
+        one holding `successor` (already on the queue: no attempt counted, no lease until
+        it is delivered); False when `held` is not the current token (another message
+        follows the call, and `successor` will be dropped)."""
         return self._conditional_update(
             tenant,
             job_id,
-            "SET follow_up = :successor, updated_at = :now",
+            "SET follow_up = :successor, attempts = :zero, updated_at = :now REMOVE lease_until",
             "#status = :running AND backend = :modal AND follow_up = :held",
             {
                 ":successor": {"S": successor},
                 ":held": {"S": held},
+                ":zero": _number(0),
                 ":running": {"S": JobStatus.RUNNING},
                 ":modal": {"S": BACKEND_MODAL},
             },
         )
 
     def fall_back(self, tenant: str, job_id: str, reason: str) -> bool:
-        """A running GPU job goes to the CPU worker, with the reason and a fresh count of
-        attempts (its CPU run comes as a message of its own); False when it is no longer a
-        running GPU job (another delivery got there first)."""
+        """A running GPU job is for the CPU worker now, with the reason; False when it is
+        no longer a running GPU job (another delivery got there first). The carrying
+        delivery's claim stands until the CPU run's message is sent (handed_to_cpu)."""
         return self._conditional_update(
             tenant,
             job_id,
-            "SET backend = :lambda, fallback = :reason, attempts = :zero, updated_at = :now "
-            "REMOVE lease_until",
+            "SET backend = :lambda, fallback = :reason, updated_at = :now",
             "#status = :running AND backend = :modal",
             {
                 ":lambda": {"S": BACKEND_LAMBDA},
                 ":reason": {"S": reason},
-                ":zero": _number(0),
                 ":running": {"S": JobStatus.RUNNING},
                 ":modal": {"S": BACKEND_MODAL},
+            },
+        )
+
+    def handed_to_cpu(self, tenant: str, job_id: str) -> bool:
+        """The CPU run's message of a fallen-back job is on the queue: a fresh count of
+        attempts for it, and no follow-up of the GPU call may act any more."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET attempts = :zero, follow_up = :done, updated_at = :now REMOVE lease_until",
+            "#status = :running AND backend = :lambda",
+            {
+                ":zero": _number(0),
+                ":done": {"S": HANDED_TO_CPU},
+                ":running": {"S": JobStatus.RUNNING},
+                ":lambda": {"S": BACKEND_LAMBDA},
             },
         )
 
@@ -530,31 +584,19 @@ class JobStore:
     def _settle_abandoned(self, job: Job) -> Job:
         """A running job whose last allowed delivery ended without a word (the worker was
         killed, or timed out) will never run again: SQS moves its message to the
-        dead-letter queue. Say so, rather than show it running forever. Likewise a GPU job
-        whose follow-ups stopped (each one moves updated_at on)."""
-        now = self._clock()
-        grace = self.follow_up_grace_s
-        if job.backend == BACKEND_MODAL and job.gpu_call_id is not None and grace is not None:
-            if now - job.updated_at <= grace:
-                return job
-            reason = (
-                f"the GPU call {job.gpu_call_id} was not followed for "
-                f"{round(now - job.updated_at)} s: its follow-up messages stopped"
-                f"{f' (last error: {job.error})' if job.error else ''}; see the dead-letter "
-                "queue, where `stratoserve jobs redrive` retries it"
-            )
-        elif (
+        dead-letter queue. Say so, rather than show it running forever. (The messages that
+        follow a GPU call claim the job as any delivery does, so this holds for them.)"""
+        if (
             job.attempts < self.max_receive_count
             or job.lease_until is None
-            or job.lease_until > now
+            or job.lease_until > self._clock()
         ):
             return job
-        else:
-            reason = (
-                f"no attempt finished: {job.attempts} deliveries, the last one abandoned"
-                f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
-                "dead-letter queue, where `stratoserve jobs redrive` retries it"
-            )
+        reason = (
+            f"no attempt finished: {job.attempts} deliveries, the last one abandoned"
+            f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
+            "dead-letter queue, where `stratoserve jobs redrive` retries it"
+        )
         self.fail(job.tenant, job.job_id, reason)
         return self._read(job.tenant, job.job_id) or job
 

@@ -28,12 +28,11 @@ from functions.runtime.jobs import (
     BACKEND_LAMBDA,
     BACKEND_MODAL,
     JobMessage,
-    JobStatus,
     MalformedMessage,
 )
 from functions.runtime.models import InputError, ModelKey
 from functions.runtime.observability import logger
-from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up
+from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up, to_cpu
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -129,6 +128,7 @@ class JobWorker:
                 fail=self._finish_failed,
                 clock=clock,
                 sleep=sleep,
+                lease_s=self.visibility_timeout_s,
             )
             if gpu is not None and declaration.gpu is not None
             else None
@@ -208,18 +208,19 @@ class JobWorker:
         return delivery
 
     def _claim_follow_up(self, delivery: Delivery, jobs: JobService) -> Delivery:
-        """A message that follows a GPU call: it works only while it holds the job's
-        current token (a duplicate or a leftover is dropped), and no attempt is counted
-        (SQS's count of this message is not the job's)."""
+        """A message that follows a GPU call works only while it holds the job's current
+        token (a duplicate or a leftover is dropped); its delivery is claimed as any job
+        message's is (SQS's count of it and a lease)."""
         message = delivery.message
-        assert message is not None
-        job = jobs.store.get(message.tenant, message.job_id)
-        if (
-            job is None
-            or job.status != JobStatus.RUNNING
-            or job.follow_up != message.follow_up
-            or (job.backend == BACKEND_LAMBDA and job.attempts > 0)  # its CPU run has begun
-        ):
+        assert message is not None and message.follow_up is not None
+        job = jobs.store.claim_follow_up(
+            message.tenant,
+            message.job_id,
+            message.follow_up,
+            delivery=delivery.receive_count,
+            lease_s=self.visibility_timeout_s,
+        )
+        if job is None:
             delivery.done = True
             logger.info("GPU follow-up with nothing to do: dropped", extra=delivery.log_keys)
             return delivery
@@ -236,12 +237,15 @@ class JobWorker:
             delivery.inputs = jobs.store.inputs(message.inputs_key or "")
 
     def _on_gpu(self, delivery: Delivery, jobs: JobService, deadline: float | None) -> None:
-        """Dispatch or follow a GPU job (or hand it to the CPU worker)."""
+        """Dispatch or follow a GPU job, or hand a fallen-back one to the CPU worker."""
+        assert delivery.job is not None
         if self._defer([delivery], deadline):
             return
         try:
-            if self.gpu is not None:
-                self.gpu.handle(delivery, jobs)
+            if delivery.job.backend == BACKEND_LAMBDA:
+                to_cpu(delivery, jobs)
+            elif self.gpu is not None:
+                self.gpu.handle(delivery, jobs, deadline)
             else:
                 give_up(
                     self.environment.declaration,
@@ -396,6 +400,8 @@ class JobWorker:
                         job_id,
                         f"gave up after {delivery.receive_count} deliveries: {reason}; the "
                         "message is in the dead-letter queue",
+                        # A follow-up fails the job only while it is the one following it.
+                        follow_up=delivery.message.follow_up,
                     )
                 elif not delivery.deferred:
                     jobs.store.note_error(tenant, job_id, reason)

@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from functions.runtime.gpu import CallState, CircuitBreaker, GpuRefused, GpuUnavailable
-from functions.runtime.jobs import BACKEND_LAMBDA
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ if TYPE_CHECKING:
 
 SPAWN_BACKOFF_S = 0.5
 """The first pause between two tries of a spawn; it doubles each time."""
+SPAWN_MARGIN_S = 5.0
+"""Time a spawn's retries leave before the invocation's deadline."""
 
 MAX_DELAY_S = 900
 """SQS's longest DelaySeconds."""
@@ -55,8 +56,12 @@ class GpuDispatcher:
         fail: Callable[[Delivery, str, JobService], None],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        lease_s: float = MAX_DELAY_S,
     ) -> None:
         self.declaration = declaration
+        self.lease_s = lease_s
+        """The worker's lease on a delivery (the queue's visibility timeout): a delayed
+        re-dispatch must come back before it ends."""
         self.spec = spec
         self._backend_factory = backend
         self._backend: GpuBackend | None = None
@@ -73,25 +78,25 @@ class GpuDispatcher:
             self._backend = self._backend_factory()
         return self._backend
 
-    def handle(self, delivery: Delivery, jobs: JobService) -> None:
-        """Move a GPU job on by one step: dispatch it, follow its call, or (fallen back
-        already, its CPU message not sent yet) send that."""
+    def handle(self, delivery: Delivery, jobs: JobService, deadline: float | None = None) -> None:
+        """Move a GPU job on by one step: dispatch it, or follow its call. `deadline` is
+        the invocation's (time.monotonic()): spawns stop retrying before it."""
         job = delivery.job
         assert job is not None
-        if job.backend == BACKEND_LAMBDA:
-            self._to_cpu(delivery, jobs)
-        elif job.gpu_call_id is None:
-            self._dispatch(delivery, jobs)
+        if job.gpu_call_id is None:
+            self._dispatch(delivery, jobs, deadline)
         else:
             self._follow(delivery, jobs, job.gpu_call_id)
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _dispatch(self, delivery: Delivery, jobs: JobService) -> None:
+    def _dispatch(self, delivery: Delivery, jobs: JobService, deadline: float | None) -> None:
         job, message = delivery.job, delivery.message
         assert job is not None and message is not None
         try:
-            call_id = self._spawn(job.model, job.version, delivery.inputs or [], message)
+            call_id = self._spawn(
+                job.model, job.version, delivery.inputs or [], message.correlation_id, deadline
+            )
         except GpuRefused as refused:
             self.give_up(delivery, jobs, str(refused))
             return
@@ -102,7 +107,12 @@ class GpuDispatcher:
                 self._dispatch_later(delivery, jobs, str(error))
             return
         token = uuid.uuid4().hex
-        if not jobs.store.record_dispatch(job.tenant, job.job_id, call_id, token):
+        try:
+            recorded = jobs.store.record_dispatch(job.tenant, job.job_id, call_id, token)
+        except Exception:
+            self._cancel(call_id)  # unrecorded, it would run for nobody
+            raise
+        if not recorded:
             # A duplicate delivery dispatched the job already (or it moved on): spare call.
             self._cancel(call_id)
             delivery.done = True
@@ -113,15 +123,25 @@ class GpuDispatcher:
         )
         self._follow_later(delivery, jobs, call_id, token)
 
-    def _spawn(self, model: str, version: str, inputs: list[object], message: object) -> str:
-        """One call, tried up to gpu.dispatch_attempts times with a doubling pause."""
-        correlation_id = getattr(message, "correlation_id", "")
+    def _spawn(
+        self,
+        model: str,
+        version: str,
+        inputs: list[object],
+        correlation_id: str,
+        deadline: float | None,
+    ) -> str:
+        """One call, tried up to gpu.dispatch_attempts times with a doubling pause (no
+        pause that would outlast the invocation)."""
         error: GpuUnavailable | None = None
         for attempt in range(self.spec.dispatch_attempts):
             if not self.breaker.allow():
                 raise GpuUnavailable(self._circuit_open())
             if attempt:
-                self._sleep(SPAWN_BACKOFF_S * 2 ** (attempt - 1))
+                pause = SPAWN_BACKOFF_S * 2 ** (attempt - 1)
+                if deadline is not None and time.monotonic() + pause + SPAWN_MARGIN_S > deadline:
+                    break
+                self._sleep(pause)
             try:
                 call_id = self.backend.spawn(model, version, list(inputs), correlation_id)
             except GpuUnavailable as unavailable:
@@ -141,7 +161,8 @@ class GpuDispatcher:
         close (a fresh delayed message), until gpu.deadline_s."""
         assert delivery.message is not None and delivery.job is not None
         left = self.spec.deadline_s - self._elapsed(delivery)
-        delay = max(1, min(self.spec.breaker_reset_s, MAX_DELAY_S, round(left) + 1))
+        cap = min(self.spec.breaker_reset_s, MAX_DELAY_S, round(self.lease_s) // 2)
+        delay = max(1, min(cap, round(left) + 1))
         try:
             jobs.store.note_error(delivery.job.tenant, delivery.job.job_id, reason)
             jobs.queue.send(replace(delivery.message, call_id=None, follow_up=None), delay_s=delay)
@@ -159,20 +180,20 @@ class GpuDispatcher:
     def _follow(self, delivery: Delivery, jobs: JobService, call_id: str) -> None:
         job = delivery.job
         assert job is not None and job.follow_up is not None
-        if not self.breaker.allow():
-            if self._past_deadline(delivery):
-                self.give_up(delivery, jobs, self._late(delivery, self._circuit_open()))
-            else:
-                self._follow_later(delivery, jobs, call_id, job.follow_up)
+        if not self.breaker.allow() and not self._past_deadline(delivery):
+            # Spare the layer; past the deadline, it is asked once whatever the circuit.
+            self._follow_later(delivery, jobs, call_id, job.follow_up)
             return
         try:
             status = self.backend.status(call_id)
         except GpuRefused as refused:
+            self._cancel(call_id)
             self.give_up(delivery, jobs, str(refused))
             return
         except GpuUnavailable as error:
             self._failed(error)
             if self._past_deadline(delivery):
+                self._cancel(call_id)
                 self.give_up(delivery, jobs, self._late(delivery, str(error)))
             else:
                 logger.warning("GPU poll failed", extra={**delivery.log_keys, "error": str(error)})
@@ -242,9 +263,6 @@ class GpuDispatcher:
     def give_up(self, delivery: Delivery, jobs: JobService, reason: str) -> None:
         give_up(self.declaration, delivery, jobs, reason, fail=self._fail)
 
-    def _to_cpu(self, delivery: Delivery, jobs: JobService) -> None:
-        to_cpu(delivery, jobs)
-
     def _may_fall_back(self, delivery: Delivery) -> bool:
         assert delivery.job is not None
         return may_fall_back(self.declaration, delivery.job.model, delivery.job.inputs)
@@ -312,11 +330,15 @@ def give_up(
 
 
 def to_cpu(delivery: Delivery, jobs: JobService) -> None:
-    """Queue the job's CPU run: a plain job message (its own count of deliveries). If it
-    cannot be sent, this delivery fails and comes back to send it."""
-    assert delivery.message is not None
+    """Queue a fallen-back job's CPU run: a plain job message, with a fresh count of
+    deliveries. Until that is recorded, this delivery's claim stands: if the message
+    cannot be sent or recorded, this delivery fails and comes back to do it (a second
+    CPU message is harmless: a finished job is not run again)."""
+    job, message = delivery.job, delivery.message
+    assert job is not None and message is not None
     try:
-        jobs.queue.send(replace(delivery.message, call_id=None, follow_up=None))
+        jobs.queue.send(replace(message, call_id=None, follow_up=None))
+        jobs.store.handed_to_cpu(job.tenant, job.job_id)
     except Exception as error:
         delivery.fail(error)
         return

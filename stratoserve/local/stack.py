@@ -23,8 +23,9 @@ from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
 from stratoserve.local.gateway import Gateway
+from stratoserve.local.gpu_calls import ExecutorError
 from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
-from stratoserve.local.gpu_executor import ExecutorError, ExecutorProcess, launch
+from stratoserve.local.gpu_executor import ExecutorProcess, launch
 from stratoserve.local.keys import DEV_TENANT, GatewayKeys
 from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.poller import EventSourcePoller

@@ -454,3 +454,55 @@ def _closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def test_a_follow_up_killed_on_its_last_delivery_settles_the_job_as_abandoned(
+    environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
+) -> None:
+    spec = environment.declaration.jobs
+    gpu = ScriptedGpu(_cpu(environment), answers=[])
+    worker = _worker(environment, service, gpu)
+    job_id = _submit(service)
+    _step(worker, sqs, resources)
+    token = _job(service, job_id).follow_up
+    assert token is not None
+
+    # Its last delivery claims the job, falls back, and dies before the CPU run is queued.
+    claimed = service.store.claim_follow_up(
+        TENANT, job_id, token, delivery=spec.max_receive_count, lease_s=0.05
+    )
+    service.store.fall_back(TENANT, job_id, "the GPU call failed: RuntimeError: boom")
+    time.sleep(0.1)
+    settled = _job(service, job_id)
+
+    assert claimed is not None and claimed.attempts == spec.max_receive_count
+    assert settled.status == JobStatus.FAILED
+    assert (settled.error or "").startswith(
+        f"no attempt finished: {spec.max_receive_count} deliveries, the last one abandoned"
+    )
+
+
+def test_a_leftover_follow_up_failing_for_good_does_not_fail_the_job(
+    environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
+) -> None:
+    gpu = ScriptedGpu(_cpu(environment), answers=["pending"])
+    worker = _worker(environment, service, gpu)
+    job_id = _submit(service)
+    _step(worker, sqs, resources)
+    _drop_delay(sqs, resources)
+    (first,) = receive(sqs, resources, 1)
+    worker.process([first])  # hands the following on to a newer message
+
+    last = {**first, "attributes": {**first["attributes"], "ApproximateReceiveCount": "5"}}
+    stale = JobMessage.decode(first["body"])
+    # What the worker does after a follow-up's last delivery failed: fail the job, but only
+    # while that message still follows it.
+    failed = service.store.fail(
+        TENANT, job_id, "gave up after 5 deliveries: boom", follow_up=stale.follow_up
+    )
+    failures = worker.process([last])  # and its delivery is dropped as a leftover
+    job = _job(service, job_id)
+
+    assert failed is False
+    assert failures == {}
+    assert (job.status, job.gpu_call_id) == (JobStatus.RUNNING, "fc-1")

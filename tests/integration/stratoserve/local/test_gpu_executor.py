@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from functions.runtime.models import ModelKey, load_model
-from stratoserve.local.gpu_executor import FAULTS_ENV, ExecutorError, ExecutorProcess, launch
+from stratoserve.local.gpu_calls import ExecutorError
+from stratoserve.local.gpu_executor import FAULTS_ENV, ExecutorProcess, launch
 from tests.conftest import DECLARATION_FILE, ROOT
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stratoserve.local.gpu_executor import Call, CallStore, Faults
+from stratoserve.local.gpu_calls import Call, CallStore, Faults
 
 
 def test_faults_parse_from_the_environment_variable() -> None:
