@@ -469,6 +469,22 @@ class JobStore:
             },
         )
 
+    def dispatch_later(self, tenant: str, job_id: str, reason: str) -> bool:
+        """A GPU job whose layer is unavailable waits for a fresh dispatch message (sent
+        next): the reason is noted, and that message gets a fresh count of attempts."""
+        return self._conditional_update(
+            tenant,
+            job_id,
+            "SET #error = :reason, attempts = :zero, updated_at = :now REMOVE lease_until",
+            "#status = :running AND backend = :modal AND attribute_not_exists(gpu_call_id)",
+            {
+                ":reason": {"S": reason},
+                ":zero": _number(0),
+                ":running": {"S": JobStatus.RUNNING},
+                ":modal": {"S": BACKEND_MODAL},
+            },
+        )
+
     def handed_to_cpu(self, tenant: str, job_id: str) -> bool:
         """The CPU run's message of a fallen-back job is on the queue: a fresh count of
         attempts for it, and no follow-up of the GPU call may act any more."""

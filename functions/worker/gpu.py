@@ -164,8 +164,10 @@ class GpuDispatcher:
         cap = min(self.spec.breaker_reset_s, MAX_DELAY_S, round(self.lease_s) // 2)
         delay = max(1, min(cap, round(left) + 1))
         try:
-            jobs.store.note_error(delivery.job.tenant, delivery.job.job_id, reason)
             jobs.queue.send(replace(delivery.message, call_id=None, follow_up=None), delay_s=delay)
+            # Its own count of deliveries from now on (set after the send: until then, this
+            # delivery's claim stands, and a failure brings it back).
+            jobs.store.dispatch_later(delivery.job.tenant, delivery.job.job_id, reason)
         except Exception as error:
             delivery.fail(error)
             return
