@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -52,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, machine, median, write_result
 from bench.sentences import texts_per_job
 from bench.worker_throughput import TimedSession, cost_of_runs
+from models.recipes.base import file_sha256
 
 if TYPE_CHECKING:
     from functions.runtime.models import LoadedModel
@@ -126,14 +126,6 @@ def onnxruntime_facts() -> dict[str, Any]:
         "location": str(Path(onnxruntime.__file__).parent),
         "available_providers": onnxruntime.get_available_providers(),
     }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the GPU ------------------------------------------------------------------------------
@@ -505,7 +497,7 @@ def build_result(
         "onnxruntime": facts,
         "setup": {
             "model": f"{MODEL} v{arguments.version} ({precision})",
-            "artifact_sha256": sha256(artifact),
+            "artifact_sha256": file_sha256(artifact),
             "texts": len(texts),
             "texts_source": f"{SENTENCES_PER_TEXT[0]}-{SENTENCES_PER_TEXT[1]} sentences of "
             f"bench/sentences.py joined, seed {SEED}",

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     from stratoserve.cli_jobs import add_jobs_parser
 
     add_jobs_parser(commands)
+    from stratoserve.cli_layers import add_layers_parser
+
+    add_layers_parser(commands)
     return parser
 
 

@@ -1,0 +1,108 @@
+"""`stratoserve layers build`: the Lambda layers of the declared functions, with their
+sizes against Lambda's limits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from stratoserve.cli import UsageError, _config_option, _help, console, errors
+from stratoserve.declaration import default_path, load_declaration
+
+if TYPE_CHECKING:
+    import argparse
+
+    from layers.builder import BuildReport
+
+MIB = 1 << 20
+
+
+def add_layers_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    layers = commands.add_parser(
+        "layers",
+        help="build the functions' Lambda layers (no Docker) and check Lambda's size limits",
+    )
+    layers.set_defaults(command=_help(layers))
+    actions = layers.add_subparsers(title="commands", metavar="COMMAND")
+    build = actions.add_parser(
+        "build",
+        help="build every layer the declared functions carry (skips what is up to date)",
+        description="pip-install each layer's packages, pinned to this environment's versions, "
+        "for Lambda's platform (manylinux_2_28, Python 3.12) into build/layers/<arch>/, trim "
+        "and compile them, zip them deterministically, and check every function's code plus "
+        "layers against Lambda's 250 MB. Exits non-zero when a function is over a limit.",
+    )
+    _config_option(build)
+    build.add_argument(
+        "--arch",
+        choices=["arm64", "x86_64"],
+        default=None,
+        help="only the functions of this Lambda architecture (default: every one declared)",
+    )
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--json", action="store_true", help="print the report as JSON")
+    build.set_defaults(command=_layers_build)
+
+
+def _layers_build(arguments: argparse.Namespace) -> int:
+    source = (arguments.config or default_path()).resolve()
+    declaration = load_declaration(source)
+    try:
+        from layers.builder import LayerError, build_layers
+    except ImportError as error:
+        raise UsageError(
+            f"the layer builder needs {error.name}: pip install -e '.[runtime,dev]'"
+        ) from None
+    try:
+        if arguments.json:
+            report = build_layers(
+                declaration, source, architecture=arguments.arch, force=arguments.force
+            )
+        else:
+            with console.status("building layers") as status:
+                report = build_layers(
+                    declaration,
+                    source,
+                    architecture=arguments.arch,
+                    force=arguments.force,
+                    progress=status.update,
+                )
+    except LayerError as error:
+        raise UsageError(str(error)) from None
+    if arguments.json:
+        console.print_json(data=report.to_json())
+    else:
+        _print_report(report)
+    for problem in report.problems:
+        errors.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
+    return 1 if report.problems else 0
+
+
+def _print_report(report: BuildReport) -> None:
+    layers = Table("layer", "arch", "unzipped MB", "zipped MB", "status")
+    for layer in report.layers:
+        took = f" in {layer.seconds:.0f} s" if layer.status == "built" else ""
+        layers.add_row(
+            layer.name,
+            layer.arch,
+            f"{layer.unzipped_bytes / MIB:.1f}",
+            f"{layer.zipped_bytes / MIB:.1f}",
+            layer.status + took,
+        )
+    console.print(layers)
+    functions = Table("function", "arch", "layers", "unzipped MB (code + layers)", "limit MB")
+    for function in report.functions:
+        functions.add_row(
+            function.name,
+            function.architecture,
+            ", ".join(function.layers),
+            f"{function.unzipped_bytes / MIB:.1f}",
+            "250" + (" [red]over[/]" if function.problems else ""),
+        )
+    console.print(functions)
+    for layer in report.layers:
+        for note in layer.notes:
+            console.print(f"  {layer.name} ({layer.arch}): {note}", highlight=False)
+    for note in report.notes:
+        console.print(f"  note: {note}", highlight=False, soft_wrap=True)
