@@ -65,13 +65,7 @@ def served(declaration: Declaration) -> dict[str, list[str]]:
     version an API version serves."""
     if declaration.gpu is None:
         return {}
-    return {
-        model: sorted(
-            {api.models[model] for api in declaration.api.values() if model in api.models},
-            key=int,
-        )
-        for model in declaration.gpu.models
-    }
+    return {model: declaration.served_versions(model) for model in declaration.gpu.models}
 
 
 def check_served(declaration: Declaration, model: str, version: str) -> None:

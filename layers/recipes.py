@@ -140,13 +140,12 @@ def layer_recipes(declaration: Declaration, extras: Mapping[str, list[str]]) -> 
 def served_files(declaration: Declaration, models: list[str]) -> tuple[str, ...]:
     """Artifact and tokenizer paths of every version of `models` some API version serves."""
     files: set[str] = set()
-    for api in declaration.api.values():
-        for model, version in api.models.items():
-            if model in models:
-                spec = declaration.models[model].versions[version]
-                files.add(spec.artifact)
-                if spec.tokenizer:
-                    files.add(spec.tokenizer)
+    for model in models:
+        for version in declaration.served_versions(model):
+            spec = declaration.models[model].versions[version]
+            files.add(spec.artifact)
+            if spec.tokenizer:
+                files.add(spec.tokenizer)
     return tuple(sorted(files))
 
 

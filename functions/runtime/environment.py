@@ -209,9 +209,8 @@ class ExecutionEnvironment:
         )
         keys = {
             ModelKey(model, version)
-            for spec in self.declaration.api.values()
-            for model, version in spec.models.items()
-            if model in models
+            for model in models
+            for version in self.declaration.served_versions(model)
         }
         return sorted(keys, key=str)
 

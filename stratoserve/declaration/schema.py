@@ -245,6 +245,11 @@ class Declaration(Strict):
             )
         return version
 
+    def served_versions(self, model: str) -> list[str]:
+        """The versions of `model` that some API version serves, oldest first."""
+        versions = {api.models[model] for api in self.api.values() if model in api.models}
+        return sorted(versions, key=int)
+
     def most_generous_plan(self) -> str | None:
         """The plan the local dev key gets: the widest model access, then the highest
         rate, burst and quota."""
