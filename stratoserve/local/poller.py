@@ -166,7 +166,9 @@ class EventSourcePoller:
         return len(records)
 
     async def _gather(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
+        # By message id: one whose visibility ran out while the window was still open is
+        # received again; the batch holds it once, with its latest receipt.
+        messages: dict[str, dict[str, Any]] = {}
         window_ends: float | None = None
         while len(messages) < self.batch_size:
             remaining = None if window_ends is None else window_ends - time.monotonic()
@@ -185,7 +187,7 @@ class EventSourcePoller:
                 MessageAttributeNames=["All"],
             )
             received = answer.get("Messages", [])
-            messages.extend(received)
+            messages.update((message["MessageId"], message) for message in received)
             if not messages:
                 return []  # nothing yet: the caller polls again
             if window_ends is None:
@@ -197,7 +199,7 @@ class EventSourcePoller:
                     await asyncio.sleep(
                         min(WINDOW_STEP_S, max(0.0, window_ends - time.monotonic()))
                     )
-        return messages
+        return list(messages.values())
 
     async def _delete(self, messages: list[dict[str, Any]]) -> None:
         for start in range(0, len(messages), RECEIVE_MAX):
