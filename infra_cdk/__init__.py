@@ -1,1 +1,1 @@
-"""The AWS CDK app (not built yet: see infra_cdk/README.md)."""
+"""The AWS CDK app that `cdk deploy` ships: infra_cdk/app.py builds it from stratoserve.toml."""

@@ -1,9 +1,22 @@
-"""`cdk synth` runs this. The stacks are not built yet; say so instead of synthesizing
-an empty app that would deploy nothing."""
+"""`cdk synth` runs this (cdk.json: "python -m infra_cdk"); it also synthesizes on its
+own, into cdk.out/."""
 
 import sys
 
-sys.exit(
-    "stratoserve: the CDK app (infra_cdk/) is not built yet, so there is nothing to synthesize "
-    "or deploy. Use `stratoserve dev` to run the API locally; see README.md (Roadmap)."
-)
+from infra_cdk.app import SynthError, build_app
+from infra_cdk.stage import StageError
+from stratoserve.declaration import DeclarationError
+
+
+def main() -> int:
+    try:
+        app, _ = build_app()
+    except (DeclarationError, SynthError, StageError) as error:
+        sys.stderr.write(f"stratoserve: cannot synthesize: {error}\n")
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

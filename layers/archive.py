@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import zipfile
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,8 @@ def unzipped_bytes(entries: Iterable[tuple[str, Path]]) -> int:
 def write_zip(entries: Iterable[tuple[str, Path]], target: Path) -> str:
     """Write the entries, sorted by name, to target (atomically); its sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    # Unique per writer: two builds at once (two synths) never write one partial file.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
     with zipfile.ZipFile(partial, "w") as archive:
         for name, path in sorted(entries):
             info = zipfile.ZipInfo(name, FIXED_TIME)

@@ -5,6 +5,7 @@ layer. The report gives every layer's size and every function's against Lambda's
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from layers import limits
 from layers.archive import tree_entries, unzipped_bytes, write_zip
+from layers.packages import CodeBuild, build_code, stage_image
 from layers.pins import PinError, pin, target_environment
 from layers.recipes import (
     ANY_ARCH,
@@ -29,6 +31,7 @@ from layers.recipes import (
     PipLayer,
     function_architectures,
     function_layers,
+    function_packages,
     layer_recipes,
 )
 from layers.strip import strip_binaries, strip_tool, strip_tree
@@ -83,7 +86,13 @@ class LayerBuild:
 class FunctionReport:
     name: str
     architecture: str
+    package: str
+    """zip (code + layers) or image (built from image_context by `cdk deploy`)."""
     layers: list[str]
+    layer_zips: list[str]
+    """The zips of `layers`, in attachment order."""
+    code_zip: str
+    image_context: str | None
     code_bytes: int
     unzipped_bytes: int
     problems: list[str]
@@ -92,6 +101,7 @@ class FunctionReport:
 @dataclass
 class BuildReport:
     layers: list[LayerBuild]
+    code: CodeBuild
     functions: list[FunctionReport]
     notes: list[str]
     problems: list[str]
@@ -107,6 +117,7 @@ class BuildReport:
                 "layers_per_function": limits.MAX_LAYERS,
             },
             "layers": [asdict(layer) for layer in self.layers],
+            "code": asdict(self.code),
             "functions": [asdict(function) for function in self.functions],
             "notes": self.notes,
             "problems": self.problems,
@@ -123,8 +134,22 @@ def build_layers(
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Build the layers of every function (of one Lambda architecture, if given) and
-    check each function's size."""
+    check each function's size. Two builds at once (two synths) take turns."""
     output = output or source.parent / "build" / "layers"
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_layers(declaration, source, output, architecture, force, progress)
+
+
+def _build_layers(
+    declaration: Declaration,
+    source: Path,
+    output: Path,
+    architecture: str | None,
+    force: bool,
+    progress: Callable[[str], None] | None,
+) -> BuildReport:
     architectures = function_architectures(declaration)
     chosen = {
         name: arch
@@ -152,24 +177,37 @@ def build_layers(
                     recipe, models_dir(declaration, source), output, force=force
                 )
             built[(name, target)] = layer
-    code = function_code_bytes(source)
+    code = build_code(function_code_files(source), output, target_python(), _compile)
+    packages = function_packages(declaration)
     functions = []
     problems = []
     for function, arch in chosen.items():
+        layers = [built[(name, _target(recipes[name], arch))] for name in assignment[function]]
         sizes = limits.FunctionSize(
             function,
             arch,
-            code,
-            tuple(
-                (name, built[(name, _target(recipes[name], arch))].unzipped_bytes)
-                for name in assignment[function]
-            ),
+            code.unzipped_bytes,
+            tuple((layer.name, layer.unzipped_bytes) for layer in layers),
+            packages[function],
         )
         found = limits.function_problems(sizes)
         problems += found
+        context = None
+        if packages[function] == "image":
+            layer_zips = [Path(layer.zip) for layer in layers]
+            context = str(stage_image(function, layer_zips, Path(code.zip), output))
         functions.append(
             FunctionReport(
-                function, arch, list(assignment[function]), code, sizes.unzipped_bytes, found
+                name=function,
+                architecture=arch,
+                package=packages[function],
+                layers=list(assignment[function]),
+                layer_zips=[layer.zip for layer in layers],
+                code_zip=code.zip,
+                image_context=context,
+                code_bytes=code.unzipped_bytes,
+                unzipped_bytes=sizes.unzipped_bytes,
+                problems=found,
             )
         )
     notes = [
@@ -177,7 +215,7 @@ def build_layers(
         for layer in built.values()
         if (note := limits.layer_note(layer.name, layer.arch, layer.zipped_bytes))
     ]
-    return BuildReport(list(built.values()), functions, notes, problems)
+    return BuildReport(list(built.values()), code, functions, notes, problems)
 
 
 def _target(recipe: PipLayer | ModelsLayer, arch: str) -> str:
@@ -339,14 +377,14 @@ def target_python() -> tuple[str, str] | None:
     return None
 
 
-def _compile(python: str, site: Path) -> list[str]:
-    """__pycache__ for the target Python. unchecked-hash: Lambda's /opt is read-only and
-    the zip's timestamps are fixed, so a timestamp check would always fail and recompile;
-    the source paths recorded are the ones Lambda sees (/opt/python/...)."""
+def _compile(python: str, site: Path, prefix: str = "/opt/python") -> list[str]:
+    """__pycache__ for the target Python. unchecked-hash: Lambda's /opt and /var/task are
+    read-only and the zip's timestamps are fixed, so a timestamp check would always fail
+    and recompile; the source paths recorded are the ones Lambda sees (`prefix`/...)."""
     command = [
         python, "-m", "compileall", "-q", "-j", "0",
         "--invalidation-mode", "unchecked-hash",
-        "-s", str(site), "-p", "/opt/python",
+        "-s", str(site), "-p", prefix,
         str(site),
     ]  # fmt: skip
     done = subprocess.run(

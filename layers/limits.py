@@ -10,6 +10,8 @@ UNZIPPED_LIMIT = 250 * MIB
 DIRECT_UPLOAD_LIMIT = 50 * MIB
 """A zip uploaded in the API call; through S3 (how CDK ships assets) a layer may be larger."""
 MAX_LAYERS = 5
+IMAGE_LIMIT = 10 * (1 << 30)
+"""A container image function's image, uncompressed (10 GB)."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,9 @@ class FunctionSize:
     code_bytes: int
     layers: tuple[tuple[str, int], ...]
     """(layer, unzipped bytes), in attachment order."""
+    package: str = "zip"
+    """zip: Lambda's 250 MB and 5 layers apply; image: the layers are unpacked into a
+    container image, which may hold 10 GB."""
 
     @property
     def unzipped_bytes(self) -> int:
@@ -33,6 +38,13 @@ def function_problems(size: FunctionSize) -> list[str]:
     """One line per limit the function breaks, naming the parts and what to do."""
     problems = []
     total = size.unzipped_bytes
+    if size.package == "image":
+        if total > IMAGE_LIMIT:
+            problems.append(
+                f"functions.{size.name}: {total / MIB:.0f} MB of code and layers: over a "
+                f"container image's {IMAGE_LIMIT >> 30} GB"
+            )
+        return problems
     if total > UNZIPPED_LIMIT:
         parts = ", ".join(
             [f"code {megabytes(size.code_bytes)} MB"]
@@ -40,9 +52,9 @@ def function_problems(size: FunctionSize) -> list[str]:
         )
         largest = max(size.layers, key=lambda layer: layer[1], default=("", 0))[0]
         advice = (
-            "ship its models as a container image or trim them"
+            'ship it as a container image (package = "image") or trim its models'
             if largest.startswith("models-")
-            else "trim its layers or ship it as a container image"
+            else 'trim its layers or ship it as a container image (package = "image")'
         )
         problems.append(
             f"functions.{size.name}: {total / MIB:.1f} MB unzipped with its layers ({parts}): "

@@ -89,6 +89,13 @@ def function_architectures(declaration: Declaration) -> dict[str, str]:
     return {name: spec.architecture for name, spec in sorted(functions.items())}
 
 
+def function_packages(declaration: Declaration) -> dict[str, str]:
+    """Each function's package type: zip (code + layers) or image."""
+    functions = dict(declaration.functions)
+    functions.setdefault(WORKER_FUNCTION, DEFAULT_WORKER)
+    return {name: spec.package for name, spec in sorted(functions.items())}
+
+
 def function_layers(declaration: Declaration) -> dict[str, tuple[str, ...]]:
     """The layers each function carries, in attachment order (later layers win in /opt)."""
     assignment: dict[str, tuple[str, ...]] = {}

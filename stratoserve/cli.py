@@ -153,6 +153,12 @@ def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             help="local: the running `stratoserve dev` (default); aws: the deployed stack, "
             "with your AWS credentials",
         )
+        action.add_argument(
+            "--stage",
+            choices=["dev", "prod"],
+            default="prod",
+            help="with --target aws: the deployed stage (`cdk deploy -c stage=...`; default prod)",
+        )
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -311,8 +317,10 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
     if arguments.target == "aws":
         import boto3
 
-        client = boto3.client("apigateway")
-        return KeyService(client, project=declaration.project.name), None
+        from infra_cdk.stage import stage_named
+
+        prefix = stage_named(arguments.stage).prefix(declaration.project.name)
+        return KeyService(boto3.client("apigateway"), project=prefix), None
     state = state_dir(source.parent)
     stack = running_stack(state)
     if stack is None:

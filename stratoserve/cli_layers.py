@@ -91,14 +91,18 @@ def _print_report(report: BuildReport) -> None:
             layer.status + took,
         )
     console.print(layers)
-    functions = Table("function", "arch", "layers", "unzipped MB (code + layers)", "limit MB")
+    functions = Table(
+        "function", "arch", "package", "layers", "unzipped MB (code + layers)", "limit MB"
+    )
     for function in report.functions:
+        limit = "10240 (image)" if function.package == "image" else "250"
         functions.add_row(
             function.name,
             function.architecture,
+            function.package,
             ", ".join(function.layers),
             f"{function.unzipped_bytes / MIB:.1f}",
-            "250" + (" [red]over[/]" if function.problems else ""),
+            limit + (" [red]over[/]" if function.problems else ""),
         )
     console.print(functions)
     for layer in report.layers:

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
 
+PROJECT_TAG = "stratoserve:project"
+"""Which project (and deployed stage) a key belongs to: one account may hold several."""
+
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Iterator
@@ -56,8 +59,11 @@ def new_key_value() -> str:
 
 class KeyService:
     def __init__(self, client: APIGatewayClient, *, project: str) -> None:
+        """`project`: the names' prefix, the declaration's project name (for a deployed
+        stage other than prod, suffixed with it: infra_cdk/stage.py)."""
         self._client = client
-        # Usage plans are account-wide: the project's name keeps two projects apart.
+        self._project = project
+        # Usage plans and keys are account-wide: the prefix keeps projects and stages apart.
         self._prefix = f"{project}-"
 
     def ensure_plans(self, declaration: Declaration) -> dict[str, str]:
@@ -66,7 +72,10 @@ class KeyService:
         for name, plan in declaration.plans.items():
             if name not in existing:
                 existing[name] = self._client.create_usage_plan(
-                    name=self._prefix + name, description=plan.description, **_plan_limits(plan)
+                    name=self._prefix + name,
+                    description=plan.description,
+                    tags={PROJECT_TAG: self._project},
+                    **_plan_limits(plan),
                 )["id"]
         return existing
 
@@ -86,7 +95,7 @@ class KeyService:
             name=tenant,
             enabled=True,
             value=value,
-            tags={TENANT_TAG: tenant, PLAN_TAG: plan},
+            tags={TENANT_TAG: tenant, PLAN_TAG: plan, PROJECT_TAG: self._project},
         )
         if plan:  # a declaration without plans has keys without usage plans
             self._client.create_usage_plan_key(
@@ -101,6 +110,8 @@ class KeyService:
                 tags = item.get("tags", {})
                 if TENANT_TAG not in tags:
                     continue  # not one of ours
+                if tags.get(PROJECT_TAG, self._project) != self._project:
+                    continue  # another project's, or another stage's (untagged: older ours)
                 created = item.get("createdDate")
                 keys.append(
                     TenantKey(
@@ -151,7 +162,9 @@ class KeyService:
         ids = {}
         for page in self._client.get_paginator("get_usage_plans").paginate():
             for item in page.get("items", []):
-                if item["name"].startswith(self._prefix):
+                project = item.get("tags", {}).get(PROJECT_TAG, self._project)
+                # The tag tells stratoserve-pro from stratoserve-dev-pro (prefix stratoserve-).
+                if item["name"].startswith(self._prefix) and project == self._project:
                     ids[item["name"].removeprefix(self._prefix)] = item["id"]
         return ids
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stratoserve.declaration import Declaration, load_declaration
+
+# jsii (the CDK app's tests) prints a Node 20 end-of-life banner on every start without it.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).resolve().parent / "events"

@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
 # Fail fast inside a Lambda invocation: a few seconds per try, botocore's standard retries.
 _TIMEOUTS = {"connect_timeout": 2, "read_timeout": 10}
 _RETRIES = {"mode": "standard", "max_attempts": 3}
+# A warm-up target may cold-start (Lambda gives init 10 s) before it answers. One attempt
+# only: a retry would land in an environment a sibling target just freed, proving nothing.
+# A connection each for the fan-out's calls, which all run at once (49 at most).
+_INVOKE_TIMEOUTS = {"connect_timeout": 2, "read_timeout": 15}
+_INVOKE_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+_INVOKE_CONNECTIONS = 50
 
 
 def error_code(error: BaseException) -> str | None:
@@ -82,3 +89,23 @@ class AwsClients:
     def s3(self) -> S3Client:
         client: S3Client = self.client("s3")
         return client
+
+    def lambda_client(self, endpoint_url: str | None = None) -> LambdaClient:
+        """Lambda's client, for a function invoking its own alias (a warm-up's fan-out).
+        `endpoint_url` overrides boto3's (the local stack's Invoke API: `AWS_ENDPOINT_URL`
+        points at moto, which runs no local function); the first call's endpoint stays."""
+        with self._lock:
+            if "lambda" not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    **_INVOKE_TIMEOUTS,
+                    retries=_INVOKE_RETRIES,
+                    max_pool_connections=_INVOKE_CONNECTIONS,
+                )
+                self._clients["lambda"] = boto3.client(
+                    "lambda", config=config, endpoint_url=endpoint_url
+                )
+            client: LambdaClient = self._clients["lambda"]
+            return client

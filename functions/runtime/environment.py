@@ -28,6 +28,8 @@ from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
 from stratoserve.declaration.schema import WORKER_FUNCTION
 
 if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
+
     from functions.runtime.gpu import GpuBackend
     from stratoserve.declaration import Declaration, FunctionSpec, PlanSpec
 
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
     modal_secret_arn: str | None = None
     """On AWS: the Secrets Manager secret with the Modal token ({"token_id", "token_secret"});
     without it (and without an executor), Modal's own configuration (MODAL_TOKEN_ID/SECRET)."""
+    lambda_endpoint_url: str | None = None
+    """Locally: the local stack's Lambda Invoke API, where a warm-up's fan-out invokes."""
 
 
 _SECRET_REFUSALS = frozenset(
@@ -136,6 +140,10 @@ class ExecutionEnvironment:
             self._jobs = JobService(store=store, queue=queue)
         return self._jobs
 
+    def lambda_client(self) -> LambdaClient:
+        """Lambda's client, built on a warm-up's first fan-out (boto3 is imported then)."""
+        return self.aws.lambda_client(self.settings.lambda_endpoint_url)
+
     def callback_sender(self) -> CallbackSender:
         return CallbackSender(
             self._signing_key,
@@ -176,11 +184,16 @@ class ExecutionEnvironment:
             raise GpuUnavailable(reason) from None
         try:
             token = json.loads(secret["SecretString"])
-            return str(token["token_id"]), str(token["token_secret"])
+            token_id, token_secret = str(token["token_id"]), str(token["token_secret"])
         except (ValueError, KeyError, TypeError):
             raise GpuRefused(
                 "the Modal secret in Secrets Manager must be JSON with token_id and token_secret"
             ) from None
+        if not token_id:
+            # The CDK app creates the secret with an empty token_id: the operator puts the
+            # token there after `cdk deploy` (docs/DEPLOY.md).
+            raise GpuRefused("the Modal secret in Secrets Manager holds no token yet")
+        return token_id, token_secret
 
     def _signing_key(self) -> bytes:
         """The callback signing key: from the environment locally, from Secrets Manager

@@ -56,6 +56,28 @@ def prediction_metrics(
     return fields
 
 
+def job_outcome_metrics(backend: str, outcome: str) -> dict[str, Any]:
+    """A job settling (succeeded, failed) or leaving the GPU for the CPU worker (fallback),
+    as EMF fields of the worker's log line about it: the dashboard's job outcomes per
+    backend (lambda or modal)."""
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["service", "backend", "outcome"]],
+                    "Metrics": [{"Name": "JobOutcomes", "Unit": "Count"}],
+                }
+            ],
+        },
+        # "service" is in every line already: the logger's own key.
+        "backend": backend,
+        "outcome": outcome,
+        "JobOutcomes": 1,
+    }
+
+
 def record_model_load(model: str, version: str, load_ms: float) -> None:
     # At init, outside any invocation: written at once, with its own dimensions.
     with single_metric(
@@ -70,7 +92,10 @@ def record_model_load(model: str, version: str, load_ms: float) -> None:
 
 
 def record_cold_start(function: str) -> None:
-    """One per execution environment, written at init: the cold starts of a function."""
+    """One per execution environment, written at init: the cold starts of a function. An
+    environment provisioned ahead of traffic is not one (no request waited for it)."""
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency":
+        return
     with single_metric(
         name="ColdStart", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
     ) as metric:

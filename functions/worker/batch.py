@@ -31,7 +31,7 @@ from functions.runtime.jobs import (
     MalformedMessage,
 )
 from functions.runtime.models import InputError, ModelKey
-from functions.runtime.observability import logger
+from functions.runtime.observability import job_outcome_metrics, logger
 from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up, to_cpu
 
 if TYPE_CHECKING:
@@ -372,9 +372,10 @@ class JobWorker:
             return
         delivery.done = True
         delivery.finished = stored
+        outcome = job_outcome_metrics(delivery.job.backend, "succeeded") if stored else {}
         logger.info(
             "job succeeded" if stored else "job had already finished: result not stored again",
-            extra={**delivery.log_keys, "bytes": len(result)},
+            extra={**delivery.log_keys, "bytes": len(result), **outcome},
         )
 
     def _finish_failed(self, delivery: Delivery, reason: str, jobs: JobService) -> None:
@@ -386,7 +387,8 @@ class JobWorker:
             return
         delivery.done = True
         delivery.finished = failed
-        logger.info("job failed", extra={**delivery.log_keys, "error": reason})
+        outcome = job_outcome_metrics(delivery.job.backend, "failed") if failed else {}
+        logger.info("job failed", extra={**delivery.log_keys, "error": reason, **outcome})
 
     def _retry_or_give_up(self, delivery: Delivery, jobs: JobService) -> None:
         reason = delivery.failure or "unknown"
@@ -420,6 +422,7 @@ class JobWorker:
                 "could not record the failure",
                 extra={**delivery.log_keys, "error": describe_error(error)},
             )
+        backend = delivery.job.backend if delivery.job else "lambda"
         logger.error(
             "job attempt failed"
             + ("; moving to the dead-letter queue" if last else "; will retry"),
@@ -427,6 +430,7 @@ class JobWorker:
                 **delivery.log_keys,
                 "attempt": delivery.receive_count,
                 "error": delivery.detail or reason,
+                **(job_outcome_metrics(backend, "failed") if delivery.finished and last else {}),
             },
         )
 

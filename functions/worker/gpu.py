@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from functions.runtime.gpu import CallState, CircuitBreaker, GpuRefused, GpuUnavailable
-from functions.runtime.observability import logger
+from functions.runtime.observability import job_outcome_metrics, logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -326,7 +326,8 @@ def give_up(
         delivery.done = True  # another delivery has moved the job on
         return
     logger.warning(
-        "GPU job falls back to the CPU worker", extra={**delivery.log_keys, "reason": reason}
+        "GPU job falls back to the CPU worker",
+        extra={**delivery.log_keys, "reason": reason, **job_outcome_metrics("modal", "fallback")},
     )
     to_cpu(delivery, jobs)
 

@@ -142,6 +142,7 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
                 f"functions.{name}: snapstart and provisioned_concurrency are mutually "
                 "exclusive (AWS rejects both on one function); keep one"
             )
+        yield from _function_problems(name, function, declaration.project.name)
 
     for model in declaration.routing:
         if model not in models:
@@ -167,6 +168,67 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
                     yield f"{where}.{field}: {path} is also {artifacts[path]}; give each its own"
                 else:
                     artifacts[path] = f"{where}.{field}"
+
+
+FUNCTION_NAME_MAX = 64
+"""Lambda's limit on a function's name: <project>-<stage>-<function> on AWS."""
+LONGEST_STAGE = "-dev"
+INTEGRATION_TIMEOUT_S = 29
+"""API Gateway's integration timeout: an HTTP function running longer is answered 504."""
+
+
+def _function_problems(name: str, function: FunctionSpec, project: str) -> Iterator[str]:
+    """Deploy settings that AWS would refuse together, named before `cdk deploy` does."""
+    where = f"functions.{name}"
+    deployed = f"{project}{LONGEST_STAGE}-{name}"
+    if len(deployed) > FUNCTION_NAME_MAX:
+        yield (
+            f"{where}: deployed as {deployed}, {len(deployed)} characters: over Lambda's "
+            f"{FUNCTION_NAME_MAX}; shorten the function's or the project's name"
+        )
+    if name != WORKER_FUNCTION and function.timeout_s > INTEGRATION_TIMEOUT_S:
+        yield (
+            f"{where}.timeout_s: at most {INTEGRATION_TIMEOUT_S} for a function behind API "
+            "Gateway (its integration timeout); bigger requests become jobs"
+        )
+    schedules = [(f"{where}.warmup.schedule", function.warmup.schedule)] if function.warmup else []
+    if function.scaling is not None:
+        schedules += [
+            (f"{where}.scaling.schedules[{index}].schedule", scheduled.schedule)
+            for index, scheduled in enumerate(function.scaling.schedules)
+        ]
+    for key, schedule in schedules:
+        if schedule.startswith("cron("):
+            fields = schedule[5:-1].split()
+            if (fields[2] == "?") == (fields[4] == "?"):
+                yield (
+                    f"{key}: one of day-of-month and day-of-week must be ? (and only one), "
+                    'as AWS requires: "cron(0 7 ? * MON-FRI *)"'
+                )
+    if function.snapstart and function.package == "image":
+        yield f'{where}.snapstart: SnapStart needs package = "zip" (not for container images)'
+    provisioned = function.provisioned_concurrency
+    reserved = function.reserved_concurrency
+    if reserved is not None and provisioned is not None and provisioned > reserved:
+        yield (
+            f"{where}.provisioned_concurrency: {provisioned} is more than "
+            f"reserved_concurrency ({reserved})"
+        )
+    if function.warmup and reserved is not None and function.warmup.concurrency > reserved:
+        yield (
+            f"{where}.warmup.concurrency: {function.warmup.concurrency} is more than "
+            f"reserved_concurrency ({reserved})"
+        )
+    scaling = function.scaling
+    if scaling is None:
+        return
+    if provisioned is None:
+        yield f"{where}.scaling: scales provisioned concurrency; declare provisioned_concurrency"
+    elif scaling.max < provisioned:
+        yield f"{where}.scaling.max: must be at least provisioned_concurrency ({provisioned})"
+    for index, scheduled in enumerate(scaling.schedules):
+        if scheduled.min > scheduled.max:
+            yield f"{where}.scaling.schedules[{index}].min: must not be more than max"
 
 
 def _plan_problems(declaration: Declaration) -> Iterator[str]:

@@ -35,7 +35,9 @@ class Strict(BaseModel):
 
 
 class ProjectSpec(Strict):
-    name: Name = "stratoserve"
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,29}$")] = "stratoserve"
+    """Prefixes every deployed name (stack, functions, queues, usage plans): lowercase
+    letters, digits and hyphens, as CloudFormation's stack names allow."""
     models_dir: str = "build/models"
     """Where built artifacts live, relative to stratoserve.toml (Lambda overrides it)."""
 
@@ -71,14 +73,65 @@ class ApiVersionSpec(Strict):
     sunset: dt.date | None = None
 
 
+Schedule = Annotated[
+    str,
+    Field(
+        # rate: singular for 1, plural above (AWS refuses "rate(1 minutes)", "rate(5 hour)")
+        pattern=r"^(rate\(1 (minute|hour|day)\)"
+        r"|rate\(([2-9]|[1-9][0-9]+) (minutes|hours|days)\)"
+        r"|cron\(\S+ \S+ \S+ \S+ \S+ \S+\))$"
+    ),
+]
+"""An EventBridge / Application Auto Scaling schedule: "rate(5 minutes)" or
+"cron(0 8 ? * MON-FRI *)" (six fields, UTC)."""
+
+
+class WarmupSpec(Strict):
+    """Scheduled warm-up events (EventBridge) that keep environments and their models loaded."""
+
+    schedule: Schedule = "rate(5 minutes)"
+    concurrency: Annotated[int, Field(ge=1, le=50)] = 1
+    """How many environments to keep warm: the warmed function fans the event out to this
+    many concurrent invocations of itself, so that each lands in its own environment."""
+
+
+class ScheduledCapacity(Strict):
+    """Provisioned concurrency bounds from a time on (Application Auto Scaling's
+    scheduled action), until the next schedule changes them."""
+
+    schedule: Schedule
+    min: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=1)]
+
+
+class ScalingSpec(Strict):
+    """Application Auto Scaling of a function's provisioned concurrency."""
+
+    max: Annotated[int, Field(ge=1)]
+    """The most provisioned environments target tracking may add."""
+    utilization: Annotated[float, Field(ge=0.1, le=0.9)] = 0.7
+    """Target tracking keeps provisioned concurrency utilization near this."""
+    schedules: list[ScheduledCapacity] = Field(default_factory=list)
+
+
 class FunctionSpec(Strict):
     models: list[str] = Field(default_factory=list)
     memory_mb: Annotated[int, Field(ge=128, le=10240)] = 1024
-    timeout_s: Annotated[int, Field(ge=1, le=900)] = 30
+    timeout_s: Annotated[int, Field(ge=1, le=900)] = 29
+    """At most 29 behind API Gateway (its integration timeout); the worker may take 900."""
     architecture: Literal["arm64", "x86_64"] = "arm64"
+    package: Literal["zip", "image"] = "zip"
+    """zip: code plus layers (250 MB unzipped at most); image: a container image built from
+    functions/Dockerfile by `cdk deploy` (10 GB), for models too big for layers."""
     reserved_concurrency: Annotated[int, Field(ge=0)] | None = None
     provisioned_concurrency: Annotated[int, Field(ge=1)] | None = None
+    """Environments initialised ahead of traffic on the `live` alias (the minimum, when
+    `scaling` is declared)."""
+    scaling: ScalingSpec | None = None
     snapstart: bool = False
+    """Lambda SnapStart: init runs once per published version and is restored from a
+    snapshot (zip functions; not with provisioned concurrency)."""
+    warmup: WarmupSpec | None = None
     local_environments: Annotated[int, Field(ge=1, le=32)] = 2
     """How many execution environments `stratoserve dev` may run for it at once."""
 
@@ -210,6 +263,63 @@ class JobsSpec(Strict):
     """Deliveries of a job's callback before it is given up (backoff between them)."""
 
 
+DeploymentConfig = Literal[
+    "LambdaAllAtOnce",
+    "LambdaCanary10Percent5Minutes",
+    "LambdaCanary10Percent10Minutes",
+    "LambdaCanary10Percent15Minutes",
+    "LambdaCanary10Percent30Minutes",
+    "LambdaLinear10PercentEvery1Minute",
+    "LambdaLinear10PercentEvery2Minutes",
+    "LambdaLinear10PercentEvery3Minutes",
+    "LambdaLinear10PercentEvery10Minutes",
+]
+"""CodeDeploy's predefined Lambda deployment configurations (CodeDeployDefault.<name>)."""
+
+LogRetentionDays = Literal[
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+]
+
+
+class DeploySpec(Strict):
+    """How `cdk deploy` rolls out and watches the functions (read by the CDK app only)."""
+
+    deployment: DeploymentConfig = "LambdaCanary10Percent5Minutes"
+    """How a new version reaches the `live` alias; the dev stage always goes all at once.
+    An alarm during the rollout moves traffic back to the previous version."""
+    alarm_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    """Subscribed to the alarm topic (it confirms by mail), if given."""
+    log_retention_days: LogRetentionDays = 30
+    """CloudWatch Logs retention of the functions' and the API's access logs (prod stage)."""
+    latency_p99_ms: Annotated[int, Field(ge=10, le=29_000)] = 3000
+    """A model's predict route above this p99 (API Gateway latency, 5 minutes) alarms."""
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.01
+    """A share of 5XX answers (or of a function's invocations erring) above this alarms."""
+    job_age_s: Annotated[int, Field(ge=60, le=1_209_600)] = 900
+    """The oldest queued job message older than this alarms (the worker is not keeping up)."""
+
+
 class Declaration(Strict):
     project: ProjectSpec = Field(default_factory=ProjectSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
@@ -221,6 +331,7 @@ class Declaration(Strict):
     plans: dict[Name, PlanSpec] = Field(default_factory=dict)
     gpu: GpuSpec | None = None
     """The GPU layer (Modal); without it every job runs on the CPU worker."""
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
 
     def runs_on_gpu(self, model: str) -> bool:
         return self.gpu is not None and model in self.gpu.models

@@ -51,13 +51,21 @@ _INHERITED_PREFIXES = ("POWERTOOLS_", "OPENBLAS_", "OMP_", "LD_")
 class InvocationError(Exception):
     """The function did not return a result: it raised, crashed, or timed out."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(
+        self, message: str, *, timed_out: bool = False, error: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.error = error
+        """What the handler raised (`errorType`, `errorMessage`), as Lambda reports it."""
 
 
 class NeverDelivered(InvocationError):
     """The environment was gone before the event reached it: safe to send elsewhere."""
+
+
+class AtConcurrencyLimit(Exception):
+    """Every environment the function may have is busy (asked not to wait for one)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +199,8 @@ class LocalEnvironment:
         if "error" in reply:
             raise InvocationError(
                 f"{self.config.name}: {reply['error']['errorType']}: "
-                f"{reply['error']['errorMessage']}"
+                f"{reply['error']['errorMessage']}",
+                error=reply["error"],
             )
         return reply["result"]
 
@@ -230,8 +239,16 @@ class FunctionPool:
         self._idle.extend(started)
         return started
 
-    async def invoke(self, event: Any) -> Invocation:
-        request_id = str(uuid.uuid4())
+    async def invoke(
+        self, event: Any, *, request_id: str | None = None, wait: bool = True
+    ) -> Invocation:
+        """Run `event` in an idle environment, or a new one. With every environment busy,
+        wait for one; or, with `wait=False`, refuse at once (Lambda's throttle)."""
+        request_id = request_id or str(uuid.uuid4())
+        if not wait and self._slots.locked():
+            raise AtConcurrencyLimit(
+                f"{self.config.name}: all {self.config.max_environments} environment(s) busy"
+            )
         async with self._slots:
             try:
                 return await self._invoke_once(event, request_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -27,9 +28,11 @@ from stratoserve.local.gpu_calls import ExecutorError
 from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
 from stratoserve.local.gpu_executor import ExecutorProcess, launch
 from stratoserve.local.keys import DEV_TENANT, GatewayKeys
+from stratoserve.local.lambda_api import LambdaApi, LambdaEndpoint
 from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.poller import EventSourcePoller
 from stratoserve.local.routes import RouteTable
+from stratoserve.local.scheduler import Warmup, WarmupScheduler, declared_warmups
 from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
 
 STATE_DIR_ENV = "STRATOSERVE_STATE_DIR"
+LAMBDA_ENDPOINT_ENV = "STRATOSERVE_LAMBDA_ENDPOINT_URL"
 USAGE_FLUSH_S = 2.0
 
 logger = logging.getLogger("stratoserve.stack")
@@ -89,12 +93,15 @@ def function_configs(
     aws: dict[str, str] | None = None,
     jobs: dict[str, str] | None = None,
     worker: dict[str, str] | None = None,
+    lambda_url: str | None = None,
 ) -> dict[str, FunctionConfig]:
     """Each function's local configuration; `worker` holds variables only the worker gets
-    (the GPU executor's URL)."""
+    (the GPU executor's URL); `lambda_url` is the local Invoke API (a warm-up fans out
+    there)."""
     shared = {
         **(aws or {}),
         **(jobs or {}),
+        **({LAMBDA_ENDPOINT_ENV: lambda_url} if lambda_url else {}),
         "STRATOSERVE_CONFIG": str(source.resolve()),
         MODELS_DIR_ENV: str(models_dir(declaration, source)),
         "POWERTOOLS_SERVICE_NAME": declaration.project.name,
@@ -134,6 +141,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def socket_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+
 async def serve(
     options: DevOptions, *, on_ready: Callable[[str, dict[str, float], list[str]], None]
 ) -> None:
@@ -149,6 +161,9 @@ async def serve(
             "run `stratoserve models build` first"
         )
     sock = bind(options.host, options.port)
+    # The Invoke API has no keys: loopback only, whatever --host says.
+    lambda_sock = bind("127.0.0.1", 0)
+    lambda_endpoint: LambdaEndpoint | None = None
     project_root = options.config.resolve().parent
     aws = LocalAws()
     pools: dict[str, FunctionPool] = {}
@@ -156,6 +171,7 @@ async def serve(
     flushing: asyncio.Task[None] | None = None
     poller: EventSourcePoller | None = None
     executor: ExecutorProcess | None = None
+    scheduler: WarmupScheduler | None = None
     notes: list[str] = []
     try:
         try:
@@ -186,6 +202,7 @@ async def serve(
                 function_environment(aws_url),
                 jobs_environment,
                 worker_environment,
+                socket_url(lambda_sock),
             ).items()
         }
         # One warm environment per function before the first request, like provisioned
@@ -225,6 +242,12 @@ async def serve(
             pollers=declaration.functions[WORKER_FUNCTION].local_environments,
         )
         poller.start()
+        lambda_endpoint = LambdaEndpoint(LambdaApi(pools), lambda_sock)
+        lambda_endpoint.start()
+        warmups = declared_warmups(declaration)
+        scheduler = WarmupScheduler(warmups, functools.partial(_warm_up, pools))
+        scheduler.start()
+        notes.extend(_warmup_note(warmup) for warmup in warmups)
         config = uvicorn.Config(
             gateway,
             log_level="warning",
@@ -233,12 +256,15 @@ async def serve(
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        _write_record(record, url, aws_url, pools, resources, executor)
+        url = socket_url(sock)
+        _write_record(record, url, aws_url, socket_url(lambda_sock), pools, resources, executor)
         on_ready(url, init_ms, notes)
         await server.serve(sockets=[sock])
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
+        if lambda_endpoint is not None:
+            await lambda_endpoint.stop()
         if poller is not None:
             await poller.stop()
         if flushing is not None:
@@ -251,6 +277,21 @@ async def serve(
             await asyncio.to_thread(executor.stop)
         aws.stop()
         sock.close()
+        lambda_sock.close()
+
+
+async def _warm_up(pools: dict[str, FunctionPool], function: str, event: Any) -> Any:
+    """EventBridge's delivery of a warm-up: straight to the function, not through the
+    gateway (no key, no usage, no request metrics); it waits for a free environment."""
+    return (await pools[function].invoke(event)).result
+
+
+def _warmup_note(warmup: Warmup) -> str:
+    repeats = f"{warmup.expression} (UTC)" if warmup.schedule else "at start only"
+    environments = f"{warmup.concurrency} environment(s)"
+    if warmup.declared_concurrency not in (None, warmup.concurrency):
+        environments += f" (of {warmup.declared_concurrency}: local_environments bounds it)"
+    return f"warm-up: {warmup.function}, {environments}, {repeats}"
 
 
 def _start_gpu_executor(declaration: Declaration, source: Path, cwd: Path) -> ExecutorProcess:
@@ -360,6 +401,7 @@ def _write_record(
     record: Path,
     url: str,
     aws_url: str,
+    lambda_url: str,
     pools: dict[str, FunctionPool],
     resources: JobResources,
     executor: ExecutorProcess | None = None,
@@ -368,6 +410,7 @@ def _write_record(
     content = {
         "url": url,
         "aws_url": aws_url,
+        "lambda_url": lambda_url,
         "jobs": resources.as_dict(),
         "pid": os.getpid(),
         "started_at": time.time(),

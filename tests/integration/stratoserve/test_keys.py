@@ -165,3 +165,21 @@ def test_the_gateway_keeps_its_keys_when_the_local_api_gateway_is_gone(
     found = keys.lookup(issued.key)
     assert found is not None
     assert found.tenant == "acme"
+
+
+def test_a_deployed_stage_sees_only_its_own_keys(
+    apigateway: Any, service: KeyService, declaration: Declaration
+) -> None:
+    """dev and prod of one project in one account: plans and keys are account-wide, the
+    prefix (test-dev-) and the project tag keep them apart."""
+    dev = KeyService(apigateway, project="test-dev")
+    dev.ensure_plans(declaration)
+    service.create("acme", "pro")
+    dev.create("acme", "free")
+
+    assert service.ensure_plans(declaration).keys() == {"free", "pro"}, "not dev-free, dev-pro"
+    prod_keys, dev_keys = service.keys(), dev.keys()
+    assert [(key.tenant, key.plan) for key in prod_keys] == [("acme", "pro")]
+    assert [(key.tenant, key.plan) for key in dev_keys] == [("acme", "free")]
+    dev.revoke("acme")
+    assert service.keys()[0].enabled, "revoking dev's key leaves prod's alone"

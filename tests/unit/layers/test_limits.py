@@ -19,8 +19,8 @@ def test_over_the_unzipped_limit_names_each_part() -> None:
     )
     assert function_problems(size) == [
         "functions.embed: 262.5 MB unzipped with its layers (code 0.5 MB, runtime 31 MB, "
-        "onnx 58 MB, models-embed 173 MB): over Lambda's 250 MB; ship its models as a "
-        "container image or trim them"
+        "onnx 58 MB, models-embed 173 MB): over Lambda's 250 MB; ship it as a container "
+        'image (package = "image") or trim its models'
     ]
 
 
@@ -31,8 +31,18 @@ def test_over_without_models_and_too_many_layers() -> None:
         "functions.api: 300.0 MB unzipped with its layers (code 0.0 MB, layer0 50 MB, "
         "layer1 50 MB, layer2 50 MB, layer3 50 MB, layer4 50 MB, layer5 50 MB): "
         "over Lambda's 250 MB; "
-        "trim its layers or ship it as a container image",
+        'trim its layers or ship it as a container image (package = "image")',
         "functions.api: 6 layers: over Lambda's 5",
+    ]
+
+
+def test_an_image_function_carries_what_a_zip_function_could_not() -> None:
+    layers = (("runtime", 20 * MIB), ("onnx", 108 * MIB), ("models-worker", 140 * MIB))
+    assert function_problems(FunctionSize("worker", "arm64", MIB, layers)) != []
+    assert function_problems(FunctionSize("worker", "arm64", MIB, layers, "image")) == []
+    huge = (("models-worker", 11 << 30),)
+    assert function_problems(FunctionSize("worker", "arm64", 0, huge, "image")) == [
+        "functions.worker: 11264 MB of code and layers: over a container image's 10 GB"
     ]
 
 

@@ -1,0 +1,1 @@
+"""The stacks: they wire the constructs of infra_cdk/constructs/ together and grant."""

@@ -1,0 +1,258 @@
+"""The Lambda Invoke API of the local functions: what boto3's lambda client (with
+`endpoint_url`) or `aws lambda invoke --endpoint-url` calls, answered from the same
+function pools the gateway invokes.
+
+`POST /2015-03-31/functions/{FunctionName}/invocations`, FunctionName a name,
+`name:qualifier` or an ARN (what a local function's context gives as its invoked ARN).
+Every qualifier names the one local version. As Lambda answers: 200 with the
+handler's result as JSON; a handler that raised, crashed or timed out is still 200, with
+`X-Amz-Function-Error: Unhandled` and the error as JSON; `Event` is 202 (run in the
+background), `DryRun` 204. A function whose environments are all busy is throttled
+(429 TooManyRequestsException), as reserved concurrency would: waiting could deadlock a
+warm-up whose origin holds the last environment its targets need.
+
+It listens on its own loopback port, not the gateway's: it has no keys (anyone who reaches
+it invokes any function), and on AWS, too, Lambda's endpoint is not the API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from stratoserve.local.environments import AtConcurrencyLimit, InvocationError
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterator, Mapping
+
+    from starlette.types import Receive, Scope, Send
+
+    from stratoserve.local.environments import FunctionPool
+
+logger = logging.getLogger("stratoserve.lambda")
+
+# Lambda's synchronous invocation payload limit.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+Headers = list[tuple[str, str]]
+
+
+class LambdaApi:
+    def __init__(self, pools: Mapping[str, FunctionPool]) -> None:
+        self.pools = pools
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        try:
+            status, headers, body = await self._handle(scope, receive, request_id)
+        except ClientGone:
+            return
+        headers = [
+            *headers,
+            ("x-amzn-RequestId", request_id),
+            ("content-length", str(len(body))),
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def close(self) -> None:
+        """Cancel the `Event` invocations still running."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # A cancellation of the caller's own task (Ctrl-C) must not cut the shutdown.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, request_id: str
+    ) -> tuple[int, Headers, bytes]:
+        # The decoded path: boto3 percent-encodes an ARN's colons.
+        matched = INVOKE_PATH.match(scope["path"])
+        if matched is None or scope["method"] != "POST":
+            return _error(404, "UnknownOperationException", "Unknown operation")
+        requested = matched["function"]
+        name = function_name(requested)
+        pool = self.pools.get(name or "")
+        if pool is None:
+            return _error(404, "ResourceNotFoundException", f"Function not found: {requested}")
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope["headers"]
+        }
+        invocation_type = headers.get("x-amz-invocation-type", "RequestResponse")
+        if invocation_type not in INVOCATION_TYPES:
+            return _error(
+                400,
+                "InvalidParameterValueException",
+                f"Invalid InvocationType {invocation_type!r}: must be one of "
+                f"{', '.join(INVOCATION_TYPES)}",
+            )
+        payload = await _read_body(receive)
+        if payload is None:
+            return _error(
+                413,
+                "RequestTooLargeException",
+                f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the "
+                "InvokeFunction operation",
+            )
+        try:
+            event = orjson.loads(payload) if payload.strip() else {}
+        except orjson.JSONDecodeError as error:
+            return _error(
+                400,
+                "InvalidRequestContentException",
+                f"Could not parse request body into json: {error}",
+            )
+        executed = [("X-Amz-Executed-Version", "$LATEST")]
+        if invocation_type == "DryRun":
+            return 204, executed, b""
+        if invocation_type == "Event":
+            task = asyncio.create_task(self._invoke_in_background(pool, event, request_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return 202, [], b""
+        try:
+            invocation = await pool.invoke(event, request_id=request_id, wait=False)
+        except AtConcurrencyLimit:
+            return _error(
+                429,
+                "TooManyRequestsException",
+                "Rate Exceeded.",
+                reason="ReservedFunctionConcurrentInvocationLimitExceeded",
+            )
+        except InvocationError as error:
+            logger.warning("%s", error)
+            failed = [*executed, ("X-Amz-Function-Error", "Unhandled")]
+            return 200, [*failed, _JSON], orjson.dumps(function_error(error, request_id))
+        return 200, [*executed, _JSON], orjson.dumps(invocation.result)
+
+    async def _invoke_in_background(self, pool: FunctionPool, event: Any, request_id: str) -> None:
+        """An `Event` invocation: queued until an environment is free, as Lambda's
+        asynchronous queue does; its failure is only logged."""
+        try:
+            await pool.invoke(event, request_id=request_id)
+        except InvocationError as error:
+            logger.warning("%s (asynchronous invocation %s)", error, request_id)
+
+
+_JSON = ("Content-Type", "application/json")
+
+
+def function_name(requested: str) -> str | None:
+    """The function a FunctionName names: `name`, `name:qualifier`, a full or partial ARN
+    (`arn:aws:lambda:us-east-1:123456789012:function:name[:qualifier]`,
+    `123456789012:function:name`); None when it is none of those."""
+    parts = requested.split(":")
+    if parts[0] == "arn":
+        valid = len(parts) in (7, 8) and parts[2] == "lambda" and parts[5] == "function"
+        name = parts[6] if valid else ""
+    elif len(parts) in (3, 4) and parts[1] == "function":
+        name = parts[2]
+    elif len(parts) <= 2:
+        name = parts[0]
+    else:
+        name = ""
+    return name or None
+
+
+def function_error(error: InvocationError, request_id: str) -> dict[str, Any]:
+    """The payload Lambda returns for an unhandled function error."""
+    if error.error is not None:
+        return {**error.error, "requestId": request_id, "stackTrace": []}
+    if error.timed_out:
+        return {
+            "errorType": "Sandbox.Timedout",
+            "errorMessage": f"RequestId: {request_id} Error: {error}",
+        }
+    return {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {request_id} Error: {error}",
+    }
+
+
+def _error(
+    status: int, error_type: str, message: str, *, reason: str | None = None
+) -> tuple[int, Headers, bytes]:
+    """Lambda's service errors: the type in `x-amzn-ErrorType`, where botocore reads it."""
+    body: dict[str, str] = {"Type": "User", "message": message}
+    if reason is not None:
+        body["Reason"] = reason
+    return status, [_JSON, ("x-amzn-ErrorType", error_type)], orjson.dumps(body)
+
+
+class ClientGone(Exception):
+    """The caller disconnected before its payload was complete: nothing to invoke."""
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_PAYLOAD_BYTES:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+class LambdaEndpoint:
+    """The Invoke API's own HTTP server on `sock`, in the gateway's event loop. The
+    gateway's server owns the process's signals; this one stops when told to."""
+
+    def __init__(self, api: LambdaApi, sock: socket.socket) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.api = api
+        self._sock = sock
+        self._server = Server(
+            uvicorn.Config(
+                api,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self._serving: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._serving = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._serving is not None:
+            # Ctrl-C cancels the stack's own task too: the rest of its shutdown must run.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._serving
+        await self.api.close()

@@ -1,0 +1,49 @@
+"""The jobs queue: encrypted, TLS only, redriven to its dead-letter queue after the
+declared deliveries, hidden 6x the worker's timeout; the worker's alias reads it in
+batches and reports partial failures."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_cdk.assertions import Match
+
+if TYPE_CHECKING:
+    from stratoserve.declaration import Declaration
+    from tests.integration.infra_cdk.conftest import Synth
+
+
+def test_queue_and_dead_letter_queue(prod: Synth, declaration: Declaration) -> None:
+    queues = prod.resources("AWS::SQS::Queue")
+    by_name = {queue["Properties"]["QueueName"]: queue["Properties"] for queue in queues.values()}
+    jobs, dead = by_name["stratoserve-jobs"], by_name["stratoserve-jobs-dlq"]
+    assert jobs["VisibilityTimeout"] == declaration.visibility_timeout_s() == 1080
+    assert jobs["RedrivePolicy"]["maxReceiveCount"] == declaration.jobs.max_receive_count
+    assert jobs["MessageRetentionPeriod"] == declaration.jobs.ttl_days * 86_400
+    assert dead["MessageRetentionPeriod"] == 14 * 86_400
+    for queue in (jobs, dead):
+        assert queue["SqsManagedSseEnabled"] is True
+    # TLS only: a policy on each queue denies requests without it.
+    policies = prod.resources("AWS::SQS::QueuePolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_worker_reads_it_in_batches_with_partial_failures(
+    prod: Synth, declaration: Declaration
+) -> None:
+    prod.template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "BatchSize": declaration.jobs.batch_size,
+            "MaximumBatchingWindowInSeconds": declaration.jobs.batching_window_s,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "FunctionName": Match.object_like({"Fn::Join": Match.any_value()}),
+        },
+    )
+    (mapping,) = prod.resources("AWS::Lambda::EventSourceMapping").values()
+    # On the worker's live alias (a canary of the worker takes a share of the batches).
+    assert ":live" in str(mapping["Properties"]["FunctionName"])
