@@ -277,6 +277,7 @@ class ServiceStack(Stack):
         self.functions = functions
         self.api = api
         self.job_store = store
+        self.secrets = [signing.secret, *([modal.secret] if modal is not None else [])]
 
 
 def _construct_id(name: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from functions.runtime.observability import job_outcome_metrics
+
 if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
     from tests.integration.infra_cdk.conftest import Synth
@@ -85,3 +87,26 @@ def test_cloudwatch_may_use_the_topics_key(prod: Synth) -> None:
         statement.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
         for statement in statements
     )
+
+
+def test_the_dashboard_reads_what_the_runtime_writes(prod: Synth) -> None:
+    """Namespace and dimensions as the functions emit them (EMF): the namespace and the
+    service the stack gives the functions, the dimension names of the runtime's metrics."""
+    worker = next(
+        function["Properties"]["Environment"]["Variables"]
+        for function in prod.resources("AWS::Lambda::Function").values()
+        if function["Properties"].get("FunctionName") == "stratoserve-worker"
+    )
+    emitted = job_outcome_metrics("modal", "fallback")["_aws"]["CloudWatchMetrics"][0]
+    widgets = {widget["properties"]["title"]: widget for widget in _widgets(prod)}
+    for entry in _metrics(widgets["Job outcomes per backend"]):
+        assert entry[0] == worker["POWERTOOLS_METRICS_NAMESPACE"]
+        assert entry[1] == emitted["Metrics"][0]["Name"]
+        dimensions = _dimensions(entry)
+        assert set(dimensions) == set(emitted["Dimensions"][0])
+        assert dimensions["service"] == worker["POWERTOOLS_SERVICE_NAME"]
+    for entry in _metrics(widgets["Cold starts"]):
+        assert entry[0] == worker["POWERTOOLS_METRICS_NAMESPACE"]
+        # record_cold_start's dimensions (functions/runtime/observability.py).
+        assert set(_dimensions(entry)) == {"service", "function_name"}
+        assert _dimensions(entry)["service"] == worker["POWERTOOLS_SERVICE_NAME"]
