@@ -11,6 +11,8 @@ import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from functions.runtime.snapstart import after_restore
+
 
 def _serialize(record: Any) -> str:
     # orjson halves the cost of a log line (~80 -> ~45 us), paid on every request.
@@ -22,6 +24,7 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "stratoserve")
 
 # Powertools reads POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL itself; the defaults
 # keep local runs and tests readable without any environment set.
+
 logger = Logger(service=SERVICE, json_serializer=_serialize)
 
 
@@ -93,9 +96,16 @@ def record_model_load(model: str, version: str, load_ms: float) -> None:
 
 def record_cold_start(function: str) -> None:
     """One per execution environment, written at init: the cold starts of a function. An
-    environment provisioned ahead of traffic is not one (no request waited for it)."""
+    environment provisioned ahead of traffic is not one (no request waited for it); with
+    SnapStart, init runs once for the snapshot, and each restore is one."""
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency":
         return
+    if after_restore(lambda: _write_cold_start(function)):
+        return
+    _write_cold_start(function)
+
+
+def _write_cold_start(function: str) -> None:
     with single_metric(
         name="ColdStart", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
     ) as metric:

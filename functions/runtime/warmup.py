@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.runtime.aws import describe_error
+from functions.runtime.snapstart import after_restore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -32,7 +33,16 @@ if TYPE_CHECKING:
     from functions.runtime.environment import ExecutionEnvironment
 
 ENVIRONMENT_ID = uuid.uuid4().hex
-"""This execution environment's id, made once at init (when a handler module imports this)."""
+"""This execution environment's id, made once at init (when a handler module imports this),
+and again after each SnapStart restore (restored environments share their snapshot's)."""
+
+
+def _renew_environment_id() -> None:
+    global ENVIRONMENT_ID
+    ENVIRONMENT_ID = uuid.uuid4().hex
+
+
+after_restore(_renew_environment_id)
 
 DEFAULT_HOLD_MS = 100
 """How long a target keeps its environment busy (lambda-warmer's delay): long enough for
