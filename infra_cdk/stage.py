@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STAGES = ("dev", "prod")
-DEFAULT_STAGE = "prod"
+from stratoserve.declaration.stages import DEFAULT_STAGE, STAGES, deployed_prefix
+
+__all__ = ["DEFAULT_STAGE", "STAGES", "Stage", "StageError", "stage_named"]
 
 
 class StageError(ValueError):
@@ -29,7 +30,7 @@ class Stage:
     def prefix(self, project: str) -> str:
         """Resource names: the project's own for prod, suffixed for the others, so both
         stages fit in one account (`stratoserve keys --target aws --stage dev` uses it)."""
-        return project if self.name == DEFAULT_STAGE else f"{project}-{self.name}"
+        return deployed_prefix(project, self.name)
 
 
 def stage_named(name: str) -> Stage:

@@ -317,9 +317,9 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
     if arguments.target == "aws":
         import boto3
 
-        from infra_cdk.stage import stage_named
+        from stratoserve.declaration.stages import deployed_prefix
 
-        prefix = stage_named(arguments.stage).prefix(declaration.project.name)
+        prefix = deployed_prefix(declaration.project.name, arguments.stage)
         return KeyService(boto3.client("apigateway"), project=prefix), None
     state = state_dir(source.parent)
     stack = running_stack(state)

@@ -18,10 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from functions.runtime.tenants import PLAN_TAG, TENANT_TAG
-
-PROJECT_TAG = "stratoserve:project"
-"""Which project (and deployed stage) a key belongs to: one account may hold several."""
+from functions.runtime.tenants import PLAN_TAG, PROJECT_TAG, TENANT_TAG
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -60,7 +57,7 @@ def new_key_value() -> str:
 class KeyService:
     def __init__(self, client: APIGatewayClient, *, project: str) -> None:
         """`project`: the names' prefix, the declaration's project name (for a deployed
-        stage other than prod, suffixed with it: infra_cdk/stage.py)."""
+        stage other than prod, suffixed with it: stratoserve/declaration/stages.py)."""
         self._client = client
         self._project = project
         # Usage plans and keys are account-wide: the prefix keeps projects and stages apart.

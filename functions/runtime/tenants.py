@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 TENANT_TAG = "stratoserve:tenant"
 PLAN_TAG = "stratoserve:plan"
+PROJECT_TAG = "stratoserve:project"
+"""Which project (and deployed stage) a key or usage plan belongs to: one account may hold
+several (`stratoserve keys` lists only its own)."""
 CACHE_SECONDS = 60.0
 """How long a key's tenant and plan are trusted; a plan change reaches a warm environment
 within this time (a revoked key is refused by API Gateway itself, at once)."""

@@ -11,7 +11,7 @@ from aws_cdk import Tags
 from aws_cdk import aws_apigateway as apigateway
 from constructs import Construct
 
-from stratoserve.keys import PROJECT_TAG
+from functions.runtime.tenants import PROJECT_TAG
 
 if TYPE_CHECKING:
     from infra_cdk.constructs.rest_api import RestApi
