@@ -9,6 +9,8 @@ from aws_cdk import AssetHashType, RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from infra_cdk.constructs import pascal_case
+
 if TYPE_CHECKING:
     from layers.builder import LayerBuild
 
@@ -23,9 +25,7 @@ class FunctionLayers(Construct):
         super().__init__(scope, construct_id)
         self._layers: dict[tuple[str, str], lambda_.LayerVersion] = {}
         for build in builds:
-            construct_name = "".join(
-                part.title() for part in f"{build.name}-{build.arch}".split("-")
-            )
+            construct_name = pascal_case(f"{build.name}-{build.arch}")
             self._layers[(build.name, build.arch)] = lambda_.LayerVersion(
                 self,
                 construct_name,

@@ -17,6 +17,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from infra_cdk.constructs import pascal_case
+
 if TYPE_CHECKING:
     from aws_cdk import aws_apigateway as apigateway
     from aws_cdk import aws_sqs as sqs
@@ -112,7 +114,7 @@ class Observability(Construct):
         )
         for route in predict_routes:
             self._alarm(
-                f"{route.model.title()}{route.resource.split('/')[1].title()}LatencyAlarm",
+                pascal_case(f"{route.model}-{route.resource.split('/')[1]}") + "LatencyAlarm",
                 route_metric(route, "Latency", "p99"),
                 thresholds.latency_p99_ms,
                 f"{route.resource} p99 latency above {thresholds.latency_p99_ms} ms",
@@ -121,7 +123,7 @@ class Observability(Construct):
             self.alarms.append(function.errors_alarm)
             function.errors_alarm.add_alarm_action(actions.SnsAction(self.topic))
             self._alarm(
-                f"{function.name.title()}ThrottleAlarm",
+                pascal_case(function.name) + "ThrottleAlarm",
                 function.function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
                 0,
                 f"{function.name} was throttled (reserved or account concurrency exhausted)",

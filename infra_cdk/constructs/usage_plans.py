@@ -12,6 +12,7 @@ from aws_cdk import aws_apigateway as apigateway
 from constructs import Construct
 
 from functions.runtime.tenants import PROJECT_TAG
+from infra_cdk.constructs import pascal_case
 
 if TYPE_CHECKING:
     from infra_cdk.constructs.rest_api import RestApi
@@ -50,7 +51,7 @@ class UsagePlans(Construct):
                 )
             plan_construct = apigateway.UsagePlan(
                 self,
-                "".join(part.title() for part in name.replace("_", "-").split("-")) + "Plan",
+                pascal_case(name) + "Plan",
                 name=f"{prefix}-{name}",
                 description=plan.description or f"stratoserve plan {name}",
                 throttle=apigateway.ThrottleSettings(rate_limit=plan.rate, burst_limit=plan.burst),

@@ -10,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 
+from infra_cdk.constructs import pascal_case
 from infra_cdk.constructs.declared_function import DeclaredFunction, Package, Rollout
 from infra_cdk.constructs.function_layers import FunctionLayers
 from infra_cdk.constructs.job_queue import JobQueue
@@ -134,7 +135,7 @@ class ServiceStack(Stack):
             arch = ARCHITECTURES[spec.architecture]
             function = DeclaredFunction(
                 self,
-                _construct_id(name) + "Function",
+                pascal_case(name) + "Function",
                 name=name,
                 function_name=f"{prefix}-{name}",
                 spec=spec,
@@ -157,7 +158,7 @@ class ServiceStack(Stack):
             if spec.warmup is not None:
                 WarmUp(
                     self,
-                    _construct_id(name) + "WarmUp",
+                    pascal_case(name) + "WarmUp",
                     function=function.function,
                     function_name=f"{prefix}-{name}",
                     alias=function.alias,
@@ -255,7 +256,7 @@ class ServiceStack(Stack):
             description="usage plans are named <prefix><plan>: stratoserve keys finds them so",
         )
         for name, plan in plans.plans.items():
-            CfnOutput(self, f"{_construct_id(name)}UsagePlanId", value=plan.usage_plan_id)
+            CfnOutput(self, f"{pascal_case(name)}UsagePlanId", value=plan.usage_plan_id)
         CfnOutput(
             self,
             "AlarmTopicArn",
@@ -278,8 +279,3 @@ class ServiceStack(Stack):
         self.api = api
         self.job_store = store
         self.secrets = [signing.secret, *([modal.secret] if modal is not None else [])]
-
-
-def _construct_id(name: str) -> str:
-    """functions.<name> / plans.<name> -> a PascalCase construct id ("embed" -> "Embed")."""
-    return "".join(part.title() for part in name.replace("_", "-").split("-"))
