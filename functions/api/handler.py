@@ -13,7 +13,7 @@ from mangum import Mangum
 from functions.api.app import create_app
 from functions.runtime.environment import get_environment
 from functions.runtime.observability import logger, record_cold_start
-from functions.runtime.warmup import answer_warmup, warmup_request
+from functions.runtime.warmup import warm_if_asked
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,14 +26,7 @@ asgi_handler = Mangum(create_app(environment.declaration), lifespan="off")
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cold_start, environment.cold_start = environment.cold_start, False
-    if (warmup := warmup_request(event)) is not None:
-        answer = answer_warmup(
-            environment,
-            warmup,
-            context,
-            cold_start=cold_start,
-            lambda_client=environment.lambda_client,
-        )
+    if (answer := warm_if_asked(environment, event, context, cold_start=cold_start)) is not None:
         logger.info("warm-up", extra=answer)
         return answer
     # Powertools and Mangum each type the same Lambda context object their own way.

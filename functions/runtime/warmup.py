@@ -123,6 +123,22 @@ def warmup_request(event: Any) -> WarmupRequest | None:
     )
 
 
+def warm_if_asked(
+    environment: ExecutionEnvironment, event: Any, context: Any, *, cold_start: bool
+) -> dict[str, Any] | None:
+    """A handler's first step: the warm-up's answer when `event` is one, else None."""
+    request = warmup_request(event)
+    if request is None:
+        return None
+    return answer_warmup(
+        environment,
+        request,
+        context,
+        cold_start=cold_start,
+        lambda_client=environment.lambda_client,
+    )
+
+
 def answer_warmup(
     environment: ExecutionEnvironment,
     request: WarmupRequest,

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import (
 
 from functions.runtime.environment import get_environment
 from functions.runtime.observability import logger, record_cold_start
-from functions.runtime.warmup import answer_warmup, warmup_request
+from functions.runtime.warmup import warm_if_asked
 from functions.worker.batch import JobWorker
 
 if TYPE_CHECKING:
@@ -41,14 +41,7 @@ class RecordFailed(Exception):
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     cold_start, environment.cold_start = environment.cold_start, False
-    if (warmup := warmup_request(event)) is not None:
-        answer = answer_warmup(
-            environment,
-            warmup,
-            context,
-            cold_start=cold_start,
-            lambda_client=environment.lambda_client,
-        )
+    if (answer := warm_if_asked(environment, event, context, cold_start=cold_start)) is not None:
         logger.info("warm-up", extra=answer)
         return answer
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000

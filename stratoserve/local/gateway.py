@@ -172,7 +172,7 @@ class Gateway:
             if refused is not None:
                 return _refusal(refused, route, tenant)
             caller = Caller(source_ip=caller.source_ip, api_key=key.value, api_key_id=key.key_id)
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return _refusal(TOO_LARGE, route, tenant)
         event = rest_proxy_event(
@@ -277,7 +277,8 @@ class ClientGone(Exception):
     """The client disconnected before its request was complete: nothing to invoke."""
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request's body, None past `limit` bytes; ClientGone if the client went away."""
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -287,7 +288,7 @@ async def _read_body(receive: Receive) -> bytes | None:
             raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
         more = message.get("more_body", False)

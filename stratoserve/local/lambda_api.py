@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from stratoserve.local.environments import AtConcurrencyLimit, InvocationError
+from stratoserve.local.gateway import ClientGone, read_body
 
 if TYPE_CHECKING:
     import socket
@@ -107,7 +108,7 @@ class LambdaApi:
                 f"Invalid InvocationType {invocation_type!r}: must be one of "
                 f"{', '.join(INVOCATION_TYPES)}",
             )
-        payload = await _read_body(receive)
+        payload = await read_body(receive, MAX_PAYLOAD_BYTES)
         if payload is None:
             return _error(
                 413,
@@ -198,27 +199,6 @@ def _error(
     if reason is not None:
         body["Reason"] = reason
     return status, [_JSON, ("x-amzn-ErrorType", error_type)], orjson.dumps(body)
-
-
-class ClientGone(Exception):
-    """The caller disconnected before its payload was complete: nothing to invoke."""
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_PAYLOAD_BYTES:
-            return None
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 class LambdaEndpoint:

@@ -12,22 +12,14 @@ import pytest
 from stratoserve.declaration import DeclarationError, load_declaration
 from stratoserve.declaration.schema import WORKER_FUNCTION
 from tests.conftest import DECLARATION_FILE
-from tests.unit.stratoserve.declaration.minimal import MINIMAL
+from tests.unit.stratoserve.declaration.minimal import declaration_problems, write_declaration
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _write(tmp_path: Path, extra: str) -> Path:
-    path = tmp_path / "stratoserve.toml"
-    path.write_text(textwrap.dedent(MINIMAL) + textwrap.dedent(extra))
-    return path
-
-
-def _problems(tmp_path: Path, extra: str) -> list[str]:
-    with pytest.raises(DeclarationError) as caught:
-        load_declaration(_write(tmp_path, extra))
-    return caught.value.problems
+_write = write_declaration
+_problems = declaration_problems
 
 
 def test_the_shipped_declaration_declares_the_worker_and_the_jobs_queue() -> None:
