@@ -1,0 +1,124 @@
+"""The client's reading of answers, against httpx's mock transport (the answers the API
+gives, byte for byte): typed errors with the API's message, a job waited for with backoff
+until its outputs or its reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from stratoserve.client import (
+    AsyncClient,
+    Client,
+    ForbiddenError,
+    JobFailedError,
+    JobTimeoutError,
+    QuotaExceededError,
+    ServerError,
+    ThrottledError,
+    UnprocessableError,
+)
+
+JOB = {"job_id": "j1", "status": "queued", "status_url": "/v2/jobs/j1"}
+MODEL = {"name": "embed", "version": "2"}
+
+
+def _client(answers: list[tuple[int, Any]], seen: list[httpx.Request]) -> Client:
+    def reply(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status, body = answers.pop(0)
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.Response(status, content=content)
+
+    return Client("http://api.test/prod/", "the-key", transport=httpx.MockTransport(reply))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "message"),
+    [
+        (403, {"message": "Forbidden"}, ForbiddenError, "Forbidden"),
+        (429, {"message": "Too Many Requests"}, ThrottledError, "Too Many Requests"),
+        (429, {"message": "Limit Exceeded"}, QuotaExceededError, "Limit Exceeded"),
+        (
+            422,
+            {"message": "inputs[3]: expected 64 numbers"},
+            UnprocessableError,
+            "inputs[3]: expected 64 numbers",
+        ),
+        (502, b"Bad Gateway", ServerError, "Bad Gateway"),
+    ],
+)
+def test_an_error_answer_is_a_typed_error_with_the_apis_message(
+    status: int, body: Any, kind: type[Exception], message: str
+) -> None:
+    seen: list[httpx.Request] = []
+    client = _client([(status, body)], seen)
+    with pytest.raises(kind) as raised:
+        client.predict("digits", [[0] * 64])
+    assert raised.value.message == message  # type: ignore[attr-defined]
+    assert raised.value.status == status  # type: ignore[attr-defined]
+    # The stage prefix is kept, the key goes in its header (and nowhere in the message).
+    assert str(seen[0].url) == "http://api.test/prod/v2/predict/digits"
+    assert seen[0].headers["x-api-key"] == "the-key"
+    assert "the-key" not in str(raised.value)
+
+
+def test_a_job_is_polled_with_backoff_until_its_outputs() -> None:
+    seen: list[httpx.Request] = []
+    done = {**JOB, "status": "succeeded", "model": MODEL, "result": {"outputs": [[0.1], [0.2]]}}
+    client = _client(
+        [
+            (202, JOB),
+            (200, {**JOB, "status": "queued"}),
+            (200, {**JOB, "status": "running"}),
+            (200, done),
+        ],
+        seen,
+    )
+    job = client.submit("embed", ["a", "b"], idempotency_key="once")
+    prediction = job.wait(poll_s=0.01, progress=False)
+    assert prediction.outputs == [[0.1], [0.2]]
+    assert (prediction.model.name, prediction.model.version) == ("embed", "2")
+    assert seen[0].headers["idempotency-key"] == "once"
+    assert [request.url.path for request in seen[1:]] == ["/prod/v2/jobs/j1"] * 3
+
+
+def test_a_failed_job_raises_its_reason() -> None:
+    failed = {**JOB, "status": "failed", "model": MODEL, "error": "the GPU call failed: OOM"}
+    client = _client([(202, JOB), (200, failed)], [])
+    with pytest.raises(JobFailedError, match="the GPU call failed: OOM"):
+        client.submit("embed", ["a"]).wait(progress=False)
+
+
+def test_waiting_gives_up_at_its_timeout_and_the_job_goes_on() -> None:
+    running = {**JOB, "status": "running"}
+    client = _client([(202, JOB)] + [(200, running)] * 50, [])
+    job = client.submit("embed", ["a"])
+    with pytest.raises(JobTimeoutError, match="still running"):
+        job.wait(timeout_s=0.05, poll_s=0.01, most_s=0.01, progress=False)
+
+
+async def _async_predict() -> list[Any]:
+    answers = [
+        (200, {"outputs": [7], "model": {"name": "digits", "version": "1"}, "api_version": "v1"})
+    ]
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        status, body = answers.pop(0)
+        return httpx.Response(status, json=body, headers={"x-request-id": "r-1"})
+
+    async with AsyncClient(
+        "http://api.test", "k", api_version="v1", transport=httpx.MockTransport(reply)
+    ) as client:
+        prediction = await client.predict("digits", [[0] * 64])
+    assert prediction.request_id == "r-1" and prediction.api_version == "v1"
+    return prediction.outputs
+
+
+def test_the_async_client_reads_the_same_answers() -> None:
+    import asyncio
+
+    assert asyncio.run(_async_predict()) == [7]
