@@ -28,6 +28,7 @@ import orjson
 
 from stratoserve.local.environments import AtConcurrencyLimit, InvocationError
 from stratoserve.local.gateway import ClientGone, read_body
+from stratoserve.local.tasks import cancel_all
 
 if TYPE_CHECKING:
     import socket
@@ -76,13 +77,7 @@ class LambdaApi:
 
     async def close(self) -> None:
         """Cancel the `Event` invocations still running."""
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            # A cancellation of the caller's own task (Ctrl-C) must not cut the shutdown.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._background)
 
     async def _handle(
         self, scope: Scope, receive: Receive, request_id: str

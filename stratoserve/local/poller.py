@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from stratoserve.local.environments import InvocationError
+from stratoserve.local.tasks import cancel_all
 
 if TYPE_CHECKING:
     from stratoserve.local.environments import FunctionPool
@@ -124,11 +124,7 @@ class EventSourcePoller:
         self._tasks = [asyncio.create_task(self._poll()) for _ in range(self.pollers)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     async def _poll(self) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions.runtime.warmup import warmup_event
 from stratoserve.local.schedules import UnsupportedSchedule, parse_schedule
+from stratoserve.local.tasks import cancel_all
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -104,14 +105,7 @@ class WarmupScheduler:
             self._spawn(self._follow(warmup))
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            # Ctrl-C also cancels the stack's own task, and that lands on this await: the
-            # rest of the shutdown must still run (the poller's stop does the same).
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
 
     async def _follow(self, warmup: Warmup) -> None:
