@@ -6,7 +6,9 @@ from stratoserve.client.async_client import AsyncClient, AsyncJob
 from stratoserve.client.client import Client, Job
 from stratoserve.client.errors import (
     BadRequestError,
+    ConflictError,
     ForbiddenError,
+    JobCancelledError,
     JobFailedError,
     JobTimeoutError,
     NotFoundError,
@@ -24,8 +26,10 @@ __all__ = [
     "AsyncJob",
     "BadRequestError",
     "Client",
+    "ConflictError",
     "ForbiddenError",
     "Job",
+    "JobCancelledError",
     "JobFailedError",
     "JobState",
     "JobTimeoutError",

@@ -72,10 +72,28 @@ class AsyncClient:
         request, headers = submission(model, inputs, callback_url, idempotency_key)
         answer = await self._http.post(f"{version}/jobs", json=request, headers=headers)
         body = decode(answer.status_code, parse_json(answer.content), ok=(202,))
-        return AsyncJob(self, job_state(body), version)
+        return AsyncJob(self, job_state(body), version, answer.headers.get("x-request-id"))
+
+    async def job(self, job_id: str, *, version: str | None = None) -> AsyncJob:
+        job = AsyncJob(self, JobState(job_id=job_id, status="queued"), version or self.api_version)
+        await job.refresh()
+        return job
+
+    async def models(self, *, version: str | None = None) -> list[dict[str, Any]]:
+        body = await self._get(f"{version or self.api_version}/models")
+        models: list[dict[str, Any]] = body["models"] if isinstance(body, dict) else body
+        return models
+
+    async def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._get("health")
+        return body
 
     async def _get(self, path: str) -> Any:
         answer = await self._http.get(path)
+        return decode(answer.status_code, parse_json(answer.content))
+
+    async def _delete(self, path: str) -> Any:
+        answer = await self._http.delete(path)
         return decode(answer.status_code, parse_json(answer.content))
 
     async def _fetch(self, url: str) -> Any:
@@ -99,17 +117,28 @@ class AsyncClient:
 
 
 class AsyncJob:
-    def __init__(self, client: AsyncClient, state: JobState, version: str) -> None:
+    def __init__(
+        self, client: AsyncClient, state: JobState, version: str, request_id: str | None = None
+    ) -> None:
         self._client = client
         self.state = state
         self.version = version
+        self.request_id = request_id
 
     @property
     def job_id(self) -> str:
         return self.state.job_id
 
+    @property
+    def status(self) -> str:
+        return self.state.status
+
     async def refresh(self) -> JobState:
         self.state = job_state(await self._client._get(f"{self.version}/jobs/{self.job_id}"))
+        return self.state
+
+    async def cancel(self) -> JobState:
+        self.state = job_state(await self._client._delete(f"{self.version}/jobs/{self.job_id}"))
         return self.state
 
     async def wait(

@@ -78,7 +78,7 @@ class Client:
         request, headers = submission(model, inputs, callback_url, idempotency_key)
         answer = self._http.post(f"{version}/jobs", json=request, headers=headers)
         body = decode(answer.status_code, parse_json(answer.content), ok=(202,))
-        return Job(self, job_state(body), version)
+        return Job(self, job_state(body), version, answer.headers.get("x-request-id"))
 
     def job(self, job_id: str, *, version: str | None = None) -> Job:
         """A job submitted before (by id)."""
@@ -102,6 +102,10 @@ class Client:
         answer = self._http.get(path)
         return decode(answer.status_code, parse_json(answer.content))
 
+    def _delete(self, path: str) -> Any:
+        answer = self._http.delete(path)
+        return decode(answer.status_code, parse_json(answer.content))
+
     def _fetch(self, url: str) -> Any:
         """A result behind a presigned URL: no API key goes to the bucket."""
         answer = httpx.get(url, timeout=self._http.timeout)
@@ -123,10 +127,14 @@ class Client:
 
 
 class Job:
-    def __init__(self, client: Client, state: JobState, version: str) -> None:
+    def __init__(
+        self, client: Client, state: JobState, version: str, request_id: str | None = None
+    ) -> None:
         self._client = client
         self.state = state
         self.version = version
+        self.request_id = request_id
+        """The submitting request's id: the job's correlation id in every log line."""
 
     @property
     def job_id(self) -> str:
@@ -140,6 +148,11 @@ class Job:
         self.state = job_state(self._client._get(f"{self.version}/jobs/{self.job_id}"))
         return self.state
 
+    def cancel(self) -> JobState:
+        """Cancel the job while it is queued; ConflictError once it runs or has finished."""
+        self.state = job_state(self._client._delete(f"{self.version}/jobs/{self.job_id}"))
+        return self.state
+
     def wait(
         self,
         *,
@@ -149,7 +162,8 @@ class Job:
         progress: bool | None = None,
     ) -> Prediction:
         """Poll until the job finishes (backoff from poll_s to most_s); its outputs, or
-        JobFailedError with the job's reason. A progress line on a terminal by default."""
+        JobFailedError with the job's reason (JobCancelledError for a cancelled job). A
+        progress line on a terminal by default."""
         show = sys.stderr.isatty() if progress is None else progress
         deadline = time.monotonic() + timeout_s
         attempt = 0

@@ -28,6 +28,10 @@ class NotFoundError(StratoserveError):
     """404: no such API version, model or job (another tenant's job is one too)."""
 
 
+class ConflictError(StratoserveError):
+    """409: the job can no longer be cancelled (it runs, or it has finished)."""
+
+
 class PayloadTooLargeError(StratoserveError):
     """413: more inputs or bytes than the route takes."""
 
@@ -52,6 +56,10 @@ class JobFailedError(StratoserveError):
     """The job ended `failed`; `message` is its reason."""
 
 
+class JobCancelledError(StratoserveError):
+    """The job ended `cancelled` (by `Job.cancel()` or another caller): it has no outputs."""
+
+
 class JobTimeoutError(TimeoutError):
     """Job.wait gave up before the job finished (the job itself goes on)."""
 
@@ -60,6 +68,7 @@ _BY_STATUS: dict[int, type[StratoserveError]] = {
     400: BadRequestError,
     403: ForbiddenError,
     404: NotFoundError,
+    409: ConflictError,
     413: PayloadTooLargeError,
     422: UnprocessableError,
 }

@@ -6,9 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratoserve.client.errors import JobFailedError, StratoserveError, error_for
+from stratoserve.client.errors import (
+    JobCancelledError,
+    JobFailedError,
+    StratoserveError,
+    error_for,
+)
 
-FINISHED = ("succeeded", "failed")
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,14 @@ class Prediction:
 class JobState:
     job_id: str
     status: str
-    """queued, running, succeeded or failed."""
+    """queued, running, succeeded, failed or cancelled."""
     backend: str | None = None
     """lambda (the CPU worker) or modal (the GPU layer)."""
     model: ModelRef | None = None
     error: str | None = None
+    """Why a failed job failed."""
+    fallback: str | None = None
+    """Why a job routed to the GPU layer ran on the CPU worker instead (it still succeeds)."""
     result: Any = None
     """The result as answered: {"outputs": [...]} inline, or {"url": ..., "bytes": ...}."""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +78,7 @@ def job_state(body: dict[str, Any]) -> JobState:
         backend=body.get("backend"),
         model=ModelRef(**model) if isinstance(model, dict) else None,
         error=body.get("error"),
+        fallback=body.get("fallback"),
         result=body.get("result"),
         raw=body,
     )
@@ -87,9 +96,11 @@ def submission(
 
 def result_url(state: JobState) -> str | None:
     """Where a finished job's result is, when it is not inline (a presigned URL); a failed
-    job raises its reason."""
+    job raises its reason, a cancelled one JobCancelledError."""
     if state.status == "failed":
         raise JobFailedError(200, state.error or "the job failed", state.raw)
+    if state.status == "cancelled":
+        raise JobCancelledError(200, f"job {state.job_id} was cancelled", state.raw)
     result = state.result or {}
     return result.get("url") if isinstance(result, dict) else None
 

@@ -1,8 +1,9 @@
-"""GPU jobs end to end on the local stack, as clients see them: a job over the GPU
-threshold from a plan with GPU jobs runs on the local GPU executor (the gpu_jobs class's
-code, on the CPU here) and returns the inline vectors; the same job from a plan without
-them runs on the CPU worker; and the GPU layer failing (errors, hangs, a killed executor)
-ends every job succeeded on the CPU worker with the reason, or failed with it."""
+"""GPU jobs end to end on the local stack, as clients (stratoserve.client) see them: a job
+over the GPU threshold from a plan with GPU jobs runs on the local GPU executor (the
+gpu_jobs class's code, on the CPU here) and returns the inline vectors; the same job from a
+plan without them runs on the CPU worker; and the GPU layer failing (errors, hangs, a
+killed executor) ends every job succeeded on the CPU worker with the reason, or failed
+with it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from stratoserve.client import Client, JobState
 from tests.conftest import DECLARATION_FILE, ROOT
 from tests.integration.stratoserve.local.dev_stack import (
     KEY,
@@ -113,43 +115,45 @@ def _faults(executor: dict[str, Any], **faults: float) -> None:
     assert response.status_code == 200, response.text
 
 
+def _client(stack: Stack, key: str = KEY) -> Client:
+    return Client(stack.url, key, api_version="v1", timeout_s=60)
+
+
 def _submit(stack: Stack, model: str, inputs: list[str], key: str = KEY) -> str:
-    response = stack.client.post(
-        "/v1/jobs", json={"model": model, "inputs": inputs}, headers={"x-api-key": key}
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    with _client(stack, key) as client:
+        return client.submit(model, inputs).job_id
 
 
-def _wait(stack: Stack, job_ids: list[str], key: str = KEY, timeout_s: float = 90) -> list[Any]:
+def _wait(
+    stack: Stack, job_ids: list[str], key: str = KEY, timeout_s: float = 90
+) -> list[JobState]:
+    """The jobs' final states, polled together (Job.wait follows one)."""
     deadline = time.monotonic() + timeout_s
-    views: dict[str, Any] = {}
-    while len(views) < len(job_ids):
-        for job_id in set(job_ids) - set(views):
-            view = stack.client.get(f"/v1/jobs/{job_id}", headers={"x-api-key": key}).json()
-            if view["status"] in ("succeeded", "failed"):
-                views[job_id] = view
-        assert time.monotonic() < deadline, f"unfinished: {set(job_ids) - set(views)}"
-        time.sleep(0.3)
-    return [views[job_id] for job_id in job_ids]
+    states: dict[str, JobState] = {}
+    with _client(stack, key) as client:
+        while len(states) < len(job_ids):
+            for job_id in set(job_ids) - set(states):
+                if (state := client.job(job_id).state).finished:
+                    states[job_id] = state
+            assert time.monotonic() < deadline, f"unfinished: {set(job_ids) - set(states)}"
+            time.sleep(0.3)
+    return [states[job_id] for job_id in job_ids]
 
 
 def _inline(stack: Stack, texts: list[str]) -> np.ndarray:
-    response = stack.post("/v1/predict/embed", {"inputs": texts})
-    assert response.status_code == 200, response.text
-    return np.asarray(response.json()["outputs"])
+    with _client(stack) as client:
+        return np.asarray(client.predict("embed", texts).outputs)
 
 
-def _cosines(view: dict[str, Any], expected: np.ndarray) -> np.ndarray:
-    result = view["result"]
-    if "url" in result:  # a large result waits in S3, behind a presigned URL
-        result = httpx.get(result["url"], timeout=30).json()
-    outputs = np.asarray(result["outputs"])
+def _cosines(stack: Stack, state: JobState, expected: np.ndarray, key: str = KEY) -> np.ndarray:
+    # The client reads a large result from its presigned URL in S3 the same way.
+    with _client(stack, key) as client:
+        outputs = np.asarray(client.job(state.job_id).wait(timeout_s=0, progress=False).outputs)
     assert outputs.shape == expected.shape
-    return np.sum(outputs * expected, axis=1) / (
+    cosines: np.ndarray = np.sum(outputs * expected, axis=1) / (
         np.linalg.norm(outputs, axis=1) * np.linalg.norm(expected, axis=1)
     )
+    return cosines
 
 
 def test_a_pro_job_over_the_threshold_runs_on_the_gpu_executor(
@@ -161,10 +165,9 @@ def test_a_pro_job_over_the_threshold_runs_on_the_gpu_executor(
     (smaller,) = _wait(stack, [_submit(stack, "embed", TEXTS[:-1])])
 
     assert health["provider"] == "CPUExecutionProvider"
-    assert (job["status"], job["backend"]) == ("succeeded", "modal")
-    assert "fallback" not in job
-    assert _cosines(job, _inline(stack, TEXTS)).min() >= 0.999
-    assert (smaller["status"], smaller["backend"]) == ("succeeded", "lambda")
+    assert (job.status, job.backend, job.fallback) == ("succeeded", "modal", None)
+    assert _cosines(stack, job, _inline(stack, TEXTS)).min() >= 0.999
+    assert (smaller.status, smaller.backend) == ("succeeded", "lambda")
 
 
 def test_the_same_job_from_a_plan_without_gpu_jobs_runs_on_the_cpu_worker(stack: Stack) -> None:
@@ -172,9 +175,8 @@ def test_the_same_job_from_a_plan_without_gpu_jobs_runs_on_the_cpu_worker(stack:
 
     (job,) = _wait(stack, [_submit(stack, "embed", TEXTS, key=key)], key=key)
 
-    assert (job["status"], job["backend"]) == ("succeeded", "lambda")
-    assert "fallback" not in job
-    assert _cosines(job, _inline(stack, TEXTS)).min() >= 0.9999
+    assert (job.status, job.backend, job.fallback) == ("succeeded", "lambda", None)
+    assert _cosines(stack, job, _inline(stack, TEXTS), key=key).min() >= 0.9999
 
 
 def test_failing_and_hanging_calls_fall_back_or_fail_with_the_reason(
@@ -189,14 +191,14 @@ def test_failing_and_hanging_calls_fall_back_or_fail_with_the_reason(
     _faults(executor, error=0.0, hang=0.0)
 
     for fault, (texts, (fell_back, failed)) in outcomes.items():
-        assert (fell_back["status"], fell_back["backend"]) == ("succeeded", "lambda"), fault
-        assert _cosines(fell_back, _inline(stack, texts)).min() >= 0.9999
-        assert failed["status"] == "failed", fault
-        assert failed["error"].endswith("(routing.strict.gpu_fallback is off)")
+        assert (fell_back.status, fell_back.backend) == ("succeeded", "lambda"), fault
+        assert _cosines(stack, fell_back, _inline(stack, texts)).min() >= 0.9999
+        assert failed.status == "failed", fault
+        assert (failed.error or "").endswith("(routing.strict.gpu_fallback is off)")
     _, (error_fallback, error_failure) = outcomes["error"]
-    assert error_fallback["fallback"].startswith("the GPU call failed: InjectedFault")
-    assert error_failure["error"].startswith("the GPU call failed: InjectedFault")
-    assert outcomes["hang"][1][0]["fallback"] == (
+    assert (error_fallback.fallback or "").startswith("the GPU call failed: InjectedFault")
+    assert (error_failure.error or "").startswith("the GPU call failed: InjectedFault")
+    assert outcomes["hang"][1][0].fallback == (
         f"the GPU call did not finish within gpu.deadline_s ({DEADLINE_S} s); cancelled"
     )
 
@@ -212,8 +214,8 @@ def test_a_dead_executor_means_fallback_or_a_failure_naming_it(
         timeout_s=DEADLINE_S + 60,
     )
 
-    assert (fell_back["status"], fell_back["backend"]) == ("succeeded", "lambda")
-    assert "local GPU executor unreachable" in fell_back["fallback"]
-    assert failed["status"] == "failed"
-    assert failed["error"].startswith(f"not done within gpu.deadline_s ({DEADLINE_S} s): ")
-    assert "local GPU executor unreachable" in failed["error"]
+    assert (fell_back.status, fell_back.backend) == ("succeeded", "lambda")
+    assert "local GPU executor unreachable" in (fell_back.fallback or "")
+    assert failed.status == "failed"
+    assert (failed.error or "").startswith(f"not done within gpu.deadline_s ({DEADLINE_S} s): ")
+    assert "local GPU executor unreachable" in (failed.error or "")

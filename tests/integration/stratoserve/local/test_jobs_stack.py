@@ -1,5 +1,5 @@
-"""Jobs end to end on the local stack, as a client and an operator see them: the API
-answers 202, the poller feeds the worker's local environments from SQS (moto), results
+"""Jobs end to end on the local stack, as a client (stratoserve.client) and an operator see
+them: the API answers 202, the poller feeds the worker's local environments from SQS (moto), results
 land in DynamoDB/S3, and faults (a killed worker, a poison message, a duplicate delivery)
 lose nothing and store nothing twice."""
 
@@ -19,6 +19,8 @@ import pytest
 
 from functions.runtime.callbacks import SIGNATURE_HEADER, tenant_secret, verify
 from functions.runtime.jobs import Job, JobMessage, JobStatus
+from stratoserve.client import Client, UnprocessableError
+from stratoserve.client import Job as ClientJob
 from stratoserve.declaration import load_declaration
 from stratoserve.jobs import JobAdmin, JobResources
 from stratoserve.local.aws import client
@@ -111,6 +113,13 @@ def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[Client]:
+    """The stack as a tenant's code sees it: the Python client, with the dev key."""
+    with Client(stack.url, KEY, timeout_s=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
 def admin(stack: Stack) -> JobAdmin:
     """The operator's view of the stack's job store and queues (boto3 against its moto)."""
     record = json.loads((stack.state / "stack.json").read_text())
@@ -122,12 +131,8 @@ def admin(stack: Stack) -> JobAdmin:
     )
 
 
-def _submit(stack: Stack, body: dict[str, Any], **headers: str) -> dict[str, Any]:
-    response = stack.client.post("/v2/jobs", json=body, headers={"x-api-key": KEY, **headers})
-    assert response.status_code == 202, response.text
-    accepted: dict[str, Any] = response.json()
-    accepted["request_id"] = response.headers["x-request-id"]
-    return accepted
+def _submit(api: Client, body: dict[str, Any]) -> ClientJob:
+    return api.submit(body["model"], body["inputs"], callback_url=body.get("callback_url"))
 
 
 def _wait(admin: JobAdmin, job_ids: set[str], timeout_s: float = 180) -> dict[str, Job]:
@@ -151,28 +156,21 @@ def _wait(admin: JobAdmin, job_ids: set[str], timeout_s: float = 180) -> dict[st
         time.sleep(0.5 if len(pending) <= 20 else 2)
 
 
-def _results(stack: Stack, job_ids: list[str]) -> dict[str, list[Any]]:
-    """Each job's outputs as a client reads them: in the answer, or at its presigned URL."""
-    import httpx
+def _results(api: Client, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Each finished job's outputs as the client reads them: from the answer, or from its
+    presigned URL."""
 
     def fetch(job_id: str) -> tuple[str, list[Any]]:
-        view = stack.client.get(f"/v2/jobs/{job_id}", headers={"x-api-key": KEY}).json()
-        assert view["status"] == "succeeded", view
-        result = view["result"]
-        if "url" in result:
-            result = httpx.get(result["url"], timeout=30).json()
-        return job_id, result["outputs"]
+        return job_id, api.job(job_id).wait(timeout_s=0, progress=False).outputs
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(fetch, job_ids))
 
 
-def _inline(stack: Stack, model: str, inputs: list[Any], chunk: int) -> list[Any]:
+def _inline(api: Client, model: str, inputs: list[Any], chunk: int) -> list[Any]:
     outputs: list[Any] = []
     for start in range(0, len(inputs), chunk):
-        response = stack.post(f"/v2/predict/{model}", {"inputs": inputs[start : start + chunk]})
-        assert response.status_code == 200, response.text
-        outputs.extend(response.json()["outputs"])
+        outputs.extend(api.predict(model, inputs[start : start + chunk]).outputs)
     return outputs
 
 
@@ -181,7 +179,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def _assert_equal_to_inline(
-    stack: Stack, submitted: dict[str, dict[str, Any]], results: dict[str, list[Any]]
+    api: Client, submitted: dict[str, dict[str, Any]], results: dict[str, list[Any]]
 ) -> None:
     texts = sorted(
         {text for body in submitted.values() if body["model"] == "embed" for text in body["inputs"]}
@@ -189,8 +187,8 @@ def _assert_equal_to_inline(
     rows = [
         row for body in submitted.values() if body["model"] == "digits" for row in body["inputs"]
     ]
-    vectors = dict(zip(texts, _inline(stack, "embed", texts, 64), strict=True))
-    labels = [output["label"] for output in _inline(stack, "digits", rows, 256)] if rows else []
+    vectors = dict(zip(texts, _inline(api, "embed", texts, 64), strict=True))
+    labels = [output["label"] for output in _inline(api, "digits", rows, 256)] if rows else []
     expected_labels = iter(labels)
     worst = 1.0
     for job_id, body in submitted.items():
@@ -205,7 +203,7 @@ def _assert_equal_to_inline(
     assert worst >= 0.9999
 
 
-def test_500_jobs_all_succeed_with_the_inline_results(stack: Stack, admin: JobAdmin) -> None:
+def test_500_jobs_all_succeed_with_the_inline_results(api: Client, admin: JobAdmin) -> None:
     rng = random.Random(500)
     bodies = []
     for number in range(500):
@@ -221,46 +219,34 @@ def test_500_jobs_all_succeed_with_the_inline_results(stack: Stack, admin: JobAd
             )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        accepted = list(pool.map(lambda body: _submit(stack, body), bodies))
-    submitted = {job["job_id"]: body for job, body in zip(accepted, bodies, strict=True)}
+        accepted = list(pool.map(lambda body: _submit(api, body), bodies))
+    submitted = {job.job_id: body for job, body in zip(accepted, bodies, strict=True)}
     assert len(submitted) == 500
-    assert all(job["status"] == "queued" for job in accepted)
+    assert all(job.status == "queued" for job in accepted)
 
     finished = _wait(admin, set(submitted))
 
     assert {job.status for job in finished.values()} == {JobStatus.SUCCEEDED}
-    _assert_equal_to_inline(stack, submitted, _results(stack, list(submitted)))
+    _assert_equal_to_inline(api, submitted, _results(api, list(submitted)))
 
 
-def test_an_idempotency_key_names_one_job(stack: Stack, admin: JobAdmin) -> None:
-    body = {"model": "embed", "inputs": ["submitted twice, run once"]}
-    first = stack.client.post(
-        "/v2/jobs", json=body, headers={"x-api-key": KEY, "Idempotency-Key": "order-17"}
-    )
-    again = stack.client.post(
-        "/v2/jobs", json=body, headers={"x-api-key": KEY, "Idempotency-Key": "order-17"}
-    )
-    other = stack.client.post(
-        "/v2/jobs",
-        json={"model": "embed", "inputs": ["something else"]},
-        headers={"x-api-key": KEY, "Idempotency-Key": "order-17"},
-    )
+def test_an_idempotency_key_names_one_job(api: Client, admin: JobAdmin) -> None:
+    texts = ["submitted twice, run once"]
+    first = api.submit("embed", texts, idempotency_key="order-17")
+    again = api.submit("embed", texts, idempotency_key="order-17")
+    with pytest.raises(UnprocessableError) as other:
+        api.submit("embed", ["something else"], idempotency_key="order-17")
 
-    assert first.status_code == again.status_code == 202
-    assert again.json()["job_id"] == first.json()["job_id"]
-    assert again.headers["idempotent-replayed"] == "true"
-    assert other.status_code == 422
-    assert "Idempotency-Key was used for a different request" in other.json()["message"]
-    job_id = first.json()["job_id"]
+    assert again.job_id == first.job_id
+    assert "Idempotency-Key was used for a different request" in other.value.message
+    job_id = first.job_id
     assert _wait(admin, {job_id})[job_id].status == JobStatus.SUCCEEDED
     dev_jobs = [job for job in admin.jobs("dev") if job.job_id == job_id]
     assert len(dev_jobs) == 1
 
 
-def test_another_tenants_job_is_404_like_a_missing_one(stack: Stack) -> None:
-    job_id = _submit(stack, {"model": "digits", "inputs": [_digits_row(random.Random(1))]})[
-        "job_id"
-    ]
+def test_another_tenants_job_is_404_like_a_missing_one(stack: Stack, api: Client) -> None:
+    job_id = _submit(api, {"model": "digits", "inputs": [_digits_row(random.Random(1))]}).job_id
     other_key = create_key(stack, "globex", "pro")["key"]
 
     theirs = stack.client.get(f"/v2/jobs/{job_id}", headers={"x-api-key": other_key})
@@ -274,7 +260,7 @@ def test_another_tenants_job_is_404_like_a_missing_one(stack: Stack) -> None:
 
 
 def test_a_predict_request_over_the_inline_limit_becomes_a_job(
-    stack: Stack, admin: JobAdmin
+    stack: Stack, api: Client, admin: JobAdmin
 ) -> None:
     rng = random.Random(65)
     texts = [_sentence(rng, 6) for _ in range(65)]  # routing.embed.inline_max_inputs = 64
@@ -285,47 +271,52 @@ def test_a_predict_request_over_the_inline_limit_becomes_a_job(
     job_id = response.json()["job_id"]
     assert response.headers["location"] == f"/v2/jobs/{job_id}"
     _wait(admin, {job_id})
-    outputs = _results(stack, [job_id])[job_id]
-    inline = _inline(stack, "embed", texts, 64)
+    outputs = _results(api, [job_id])[job_id]
+    inline = _inline(api, "embed", texts, 64)
     assert min(_cosine(a, b) for a, b in zip(outputs, inline, strict=True)) >= 0.9999
+    # The client waits for such an answer itself and returns the outputs the same way.
+    through_client = api.predict("embed", texts).outputs
+    assert min(_cosine(a, b) for a, b in zip(through_client, inline, strict=True)) >= 0.9999
 
 
-def test_one_correlation_id_from_the_request_to_the_worker(stack: Stack, admin: JobAdmin) -> None:
-    accepted = _submit(stack, {"model": "embed", "inputs": ["follow me through SQS"]})
-    _wait(admin, {accepted["job_id"]})
+def test_one_correlation_id_from_the_request_to_the_worker(
+    stack: Stack, api: Client, admin: JobAdmin
+) -> None:
+    accepted = _submit(api, {"model": "embed", "inputs": ["follow me through SQS"]})
+    _wait(admin, {accepted.job_id})
 
     deadline = time.monotonic() + 10  # the worker's stdout reaches the log file a bit later
     while time.monotonic() < deadline:
         worker = [
             line
             for line in lines(stack)
-            if line.get("function_name") == "worker" and line.get("job_id") == accepted["job_id"]
+            if line.get("function_name") == "worker" and line.get("job_id") == accepted.job_id
         ]
         if any(line["message"] == "job succeeded" for line in worker):
             break
         time.sleep(0.2)
     assert {line["message"] for line in worker} >= {"job started", "job succeeded"}
-    assert {line["correlation_id"] for line in worker} == {accepted["request_id"]}
-    api = [
+    assert {line["correlation_id"] for line in worker} == {accepted.request_id}
+    api_lines = [
         line
         for line in lines(stack)
-        if line.get("message") == "job accepted" and line.get("job_id") == accepted["job_id"]
+        if line.get("message") == "job accepted" and line.get("job_id") == accepted.job_id
     ]
-    assert api[0]["request_id"] == accepted["request_id"]
+    assert api_lines[0]["request_id"] == accepted.request_id
 
 
 def test_a_duplicate_delivery_is_not_computed_or_stored_again(
-    stack: Stack, admin: JobAdmin
+    stack: Stack, api: Client, admin: JobAdmin
 ) -> None:
-    accepted = _submit(stack, {"model": "embed", "inputs": ["delivered twice"]})
-    job_id = accepted["job_id"]
+    accepted = _submit(api, {"model": "embed", "inputs": ["delivered twice"]})
+    job_id = accepted.job_id
     before = _wait(admin, {job_id})[job_id]
     message = JobMessage(
         tenant="dev",
         job_id=job_id,
         model="embed",
         version="2",
-        correlation_id=accepted["request_id"],
+        correlation_id=accepted.request_id or "",
         inputs=["delivered twice"],
     )
 
@@ -412,19 +403,19 @@ def _dead_letters(admin: JobAdmin) -> int:
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
-    stack: Stack, admin: JobAdmin
+    stack: Stack, api: Client, admin: JobAdmin
 ) -> None:
     rng = random.Random(9)
     bodies = [
         {"model": "embed", "inputs": [_sentence(rng, 20) for _ in range(8)]} for _ in range(30)
     ]
-    accepted = [_submit(stack, body) for body in bodies]
-    submitted = {job["job_id"]: body for job, body in zip(accepted, bodies, strict=True)}
+    accepted = [_submit(api, body) for body in bodies]
+    submitted = {job.job_id: body for job, body in zip(accepted, bodies, strict=True)}
 
     # The first job is in the first batch: once it runs, that batch is in the worker.
-    first = accepted[0]["status_url"]
+    first = accepted[0]
     deadline = time.monotonic() + 60
-    while stack.client.get(first, headers={"x-api-key": KEY}).json()["status"] == "queued":
+    while first.refresh().status == "queued":
         assert time.monotonic() < deadline, "no job started"
         time.sleep(0.02)
     victims = stack.environments("worker")
@@ -442,13 +433,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
         if line.get("message") == "job succeeded" and line.get("job_id") in submitted
     )
     assert max(stored.values()) == 1, "a job's result was stored twice"
-    _assert_equal_to_inline(stack, submitted, _results(stack, list(submitted)))
+    _assert_equal_to_inline(api, submitted, _results(api, list(submitted)))
 
 
-def test_the_jobs_cli_lists_and_shows_jobs(stack: Stack) -> None:
-    job_id = _submit(stack, {"model": "digits", "inputs": [_digits_row(random.Random(3))]})[
-        "job_id"
-    ]
+def test_the_jobs_cli_lists_and_shows_jobs(stack: Stack, api: Client) -> None:
+    job_id = _submit(api, {"model": "digits", "inputs": [_digits_row(random.Random(3))]}).job_id
     time.sleep(0.1)
 
     listed = cli(stack, "jobs", "list", "--tenant", "dev", "--json")
@@ -463,7 +452,7 @@ def test_the_jobs_cli_lists_and_shows_jobs(stack: Stack) -> None:
 
 
 def test_a_finished_job_is_posted_to_its_callback_signed_for_its_tenant(
-    stack: Stack, admin: JobAdmin
+    stack: Stack, api: Client, admin: JobAdmin
 ) -> None:
     import http.server
     import threading
@@ -486,8 +475,8 @@ def test_a_finished_job_is_posted_to_its_callback_signed_for_its_tenant(
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         job_id = _submit(
-            stack, {"model": "embed", "inputs": ["call me back"], "callback_url": url}
-        )["job_id"]
+            api, {"model": "embed", "inputs": ["call me back"], "callback_url": url}
+        ).job_id
         deadline = time.monotonic() + 30
         while len(received) < 2:
             assert time.monotonic() < deadline, f"{len(received)} callback(s) arrived"

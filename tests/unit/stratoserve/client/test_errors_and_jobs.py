@@ -13,7 +13,9 @@ import pytest
 from stratoserve.client import (
     AsyncClient,
     Client,
+    ConflictError,
     ForbiddenError,
+    JobCancelledError,
     JobFailedError,
     JobTimeoutError,
     QuotaExceededError,
@@ -93,6 +95,37 @@ def test_a_failed_job_raises_its_reason() -> None:
         client.submit("embed", ["a"]).wait(progress=False)
 
 
+def test_a_queued_job_is_cancelled_and_a_running_one_refuses_with_the_apis_reason() -> None:
+    seen: list[httpx.Request] = []
+    cancelled = {**JOB, "status": "cancelled", "model": MODEL}
+    reason = "job j1 is not queued (status: running); only a queued job can be cancelled"
+    client = _client([(202, JOB), (200, cancelled), (409, {"message": reason})], seen)
+    job = client.submit("embed", ["a"])
+
+    assert job.cancel().status == "cancelled"
+    with pytest.raises(ConflictError) as refused:
+        job.cancel()
+    assert refused.value.message == reason
+    assert [(request.method, request.url.path) for request in seen[1:]] == [
+        ("DELETE", "/prod/v2/jobs/j1")
+    ] * 2
+
+
+def test_waiting_on_a_job_cancelled_elsewhere_ends_at_once() -> None:
+    cancelled = {**JOB, "status": "cancelled", "model": MODEL}
+    client = _client([(202, JOB), (200, {**JOB, "status": "queued"}), (200, cancelled)], [])
+    with pytest.raises(JobCancelledError, match="job j1 was cancelled"):
+        client.submit("embed", ["a"]).wait(poll_s=0.01, progress=False)
+
+
+def test_a_job_carries_the_id_of_the_request_that_submitted_it() -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(202, json=JOB, headers={"x-request-id": "req-42"})
+
+    client = Client("http://api.test", "k", transport=httpx.MockTransport(reply))
+    assert client.submit("embed", ["a"]).request_id == "req-42"
+
+
 def test_waiting_gives_up_at_its_timeout_and_the_job_goes_on() -> None:
     running = {**JOB, "status": "running"}
     client = _client([(202, JOB)] + [(200, running)] * 50, [])
@@ -122,3 +155,24 @@ def test_the_async_client_reads_the_same_answers() -> None:
     import asyncio
 
     assert asyncio.run(_async_predict()) == [7]
+
+
+async def _async_job_lifecycle() -> tuple[str, str, list[Any]]:
+    done = {**JOB, "status": "succeeded", "model": MODEL, "result": {"outputs": [[0.5]]}}
+    answers = [(200, {**JOB, "status": "running"}), (200, done), (200, done)]
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        status, body = answers.pop(0)
+        return httpx.Response(status, json=body)
+
+    async with AsyncClient("http://api.test", "k", transport=httpx.MockTransport(reply)) as client:
+        job = await client.job("j1")
+        first = job.status
+        prediction = await job.wait(poll_s=0.01)
+    return first, job.status, prediction.outputs
+
+
+def test_the_async_client_follows_a_job_by_id() -> None:
+    import asyncio
+
+    assert asyncio.run(_async_job_lifecycle()) == ("running", "succeeded", [[0.5]])
