@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -26,6 +27,7 @@ from stratoserve.client.results import (
     result_url,
     submission,
 )
+from stratoserve.client.retries import Retries, retryable
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -39,9 +41,11 @@ class AsyncClient:
         *,
         api_version: str = "v2",
         timeout_s: float = 30.0,
+        max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_version = api_version
+        self.retries = Retries(attempts=max_retries + 1)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers={"x-api-key": api_key},
@@ -53,7 +57,7 @@ class AsyncClient:
         self, model: str, inputs: list[Any], *, version: str | None = None
     ) -> Prediction:
         version = version or self.api_version
-        answer = await self._http.post(f"{version}/predict/{model}", json={"inputs": inputs})
+        answer = await self._send("POST", f"{version}/predict/{model}", json={"inputs": inputs})
         body = decode(answer.status_code, parse_json(answer.content), ok=(200, 202))
         if answer.status_code == 202:
             return await AsyncJob(self, job_state(body), version).wait()
@@ -69,8 +73,10 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> AsyncJob:
         version = version or self.api_version
-        request, headers = submission(model, inputs, callback_url, idempotency_key)
-        answer = await self._http.post(f"{version}/jobs", json=request, headers=headers)
+        request, headers = submission(
+            model, inputs, callback_url, idempotency_key or str(uuid.uuid4())
+        )
+        answer = await self._send("POST", f"{version}/jobs", json=request, headers=headers)
         body = decode(answer.status_code, parse_json(answer.content), ok=(202,))
         return AsyncJob(self, job_state(body), version, answer.headers.get("x-request-id"))
 
@@ -89,12 +95,28 @@ class AsyncClient:
         return body
 
     async def _get(self, path: str) -> Any:
-        answer = await self._http.get(path)
+        answer = await self._send("GET", path)
         return decode(answer.status_code, parse_json(answer.content))
 
     async def _delete(self, path: str) -> Any:
-        answer = await self._http.delete(path)
+        answer = await self._send("DELETE", path)
         return decode(answer.status_code, parse_json(answer.content))
+
+    async def _send(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            answer: httpx.Response | None = None
+            try:
+                answer = await self._http.request(method, path, **arguments)
+            except httpx.TransportError:
+                if attempt + 1 >= self.retries.attempts:
+                    raise
+            if answer is not None and (
+                attempt + 1 >= self.retries.attempts or not retryable(answer)
+            ):
+                return answer
+            await asyncio.sleep(self.retries.delay(attempt, answer))
+            attempt += 1
 
     async def _fetch(self, url: str) -> Any:
         async with httpx.AsyncClient(timeout=self._http.timeout) as bucket:

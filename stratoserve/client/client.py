@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -29,6 +30,7 @@ from stratoserve.client.results import (
     result_url,
     submission,
 )
+from stratoserve.client.retries import Retries, retryable
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -42,11 +44,15 @@ class Client:
         *,
         api_version: str = "v2",
         timeout_s: float = 30.0,
+        max_retries: int = 2,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """`base_url`: the API's root (the stage URL on AWS, `stratoserve dev`'s URL
-        locally); `api_version`: v1, v2... (each serves its own model versions)."""
+        locally); `api_version`: v1, v2... (each serves its own model versions);
+        `max_retries`: tries after the first of a request that failed on the way or was
+        answered 429 "Too Many Requests", 502, 503 or 504 (retries.py says why those)."""
         self.api_version = api_version
+        self.retries = Retries(attempts=max_retries + 1)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             headers={"x-api-key": api_key},
@@ -58,7 +64,7 @@ class Client:
         """The model's outputs for `inputs`. A request too big for the inline path is
         answered with a job (202): it is waited for, and its outputs returned the same."""
         version = version or self.api_version
-        answer = self._http.post(f"{version}/predict/{model}", json={"inputs": inputs})
+        answer = self._send("POST", f"{version}/predict/{model}", json={"inputs": inputs})
         body = decode(answer.status_code, parse_json(answer.content), ok=(200, 202))
         if answer.status_code == 202:
             return Job(self, job_state(body), version).wait()
@@ -73,10 +79,13 @@ class Client:
         callback_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
-        """A job (202); `Job.wait()` for its outputs."""
+        """A job (202); `Job.wait()` for its outputs. Without an `idempotency_key` the
+        client makes one up, so that its own retries never queue a job twice."""
         version = version or self.api_version
-        request, headers = submission(model, inputs, callback_url, idempotency_key)
-        answer = self._http.post(f"{version}/jobs", json=request, headers=headers)
+        request, headers = submission(
+            model, inputs, callback_url, idempotency_key or str(uuid.uuid4())
+        )
+        answer = self._send("POST", f"{version}/jobs", json=request, headers=headers)
         body = decode(answer.status_code, parse_json(answer.content), ok=(202,))
         return Job(self, job_state(body), version, answer.headers.get("x-request-id"))
 
@@ -88,23 +97,41 @@ class Client:
 
     def models(self, *, version: str | None = None) -> list[dict[str, Any]]:
         """What the key's plan may use in that API version, with model versions."""
-        answer = self._http.get(f"{version or self.api_version}/models")
+        answer = self._send("GET", f"{version or self.api_version}/models")
         body = decode(answer.status_code, parse_json(answer.content))
         models: list[dict[str, Any]] = body["models"] if isinstance(body, dict) else body
         return models
 
     def health(self) -> dict[str, Any]:
-        answer = self._http.get("health")
+        answer = self._send("GET", "health")
         body: dict[str, Any] = decode(answer.status_code, parse_json(answer.content))
         return body
 
     def _get(self, path: str) -> Any:
-        answer = self._http.get(path)
+        answer = self._send("GET", path)
         return decode(answer.status_code, parse_json(answer.content))
 
     def _delete(self, path: str) -> Any:
-        answer = self._http.delete(path)
+        answer = self._send("DELETE", path)
         return decode(answer.status_code, parse_json(answer.content))
+
+    def _send(self, method: str, path: str, **arguments: Any) -> httpx.Response:
+        """The request, tried again as `self.retries` says; the last answer (or the last
+        connection error, raised)."""
+        attempt = 0
+        while True:
+            answer: httpx.Response | None = None
+            try:
+                answer = self._http.request(method, path, **arguments)
+            except httpx.TransportError:
+                if attempt + 1 >= self.retries.attempts:
+                    raise
+            if answer is not None and (
+                attempt + 1 >= self.retries.attempts or not retryable(answer)
+            ):
+                return answer
+            time.sleep(self.retries.delay(attempt, answer))
+            attempt += 1
 
     def _fetch(self, url: str) -> Any:
         """A result behind a presigned URL: no API key goes to the bucket."""

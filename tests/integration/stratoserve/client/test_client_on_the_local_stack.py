@@ -74,7 +74,7 @@ def test_errors_carry_the_apis_message(client: Client, stack: Stack) -> None:
 def test_a_plans_rate_is_a_throttled_error(stack: Stack) -> None:
     issued = create_key(stack, "client-free", "free")  # rate 5, burst 10
     throttled = 0
-    with Client(stack.url, issued["key"]) as free:
+    with Client(stack.url, issued["key"], max_retries=0) as free:
         for _ in range(20):
             try:
                 free.predict("digits", [PIXELS])
@@ -82,6 +82,13 @@ def test_a_plans_rate_is_a_throttled_error(stack: Stack) -> None:
                 assert error.message == "Too Many Requests"
                 throttled += 1
     assert throttled > 0
+
+
+def test_retries_ride_out_a_plans_rate(stack: Stack) -> None:
+    issued = create_key(stack, "client-free-retrying", "free")  # rate 5, burst 10
+    with Client(stack.url, issued["key"], max_retries=6) as free:
+        answered = [free.predict("digits", [PIXELS]) for _ in range(20)]
+    assert all(len(prediction.outputs) == 1 for prediction in answered)
 
 
 def test_the_async_client(stack: Stack) -> None:

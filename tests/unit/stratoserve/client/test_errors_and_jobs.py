@@ -23,19 +23,31 @@ from stratoserve.client import (
     ThrottledError,
     UnprocessableError,
 )
+from stratoserve.client.retries import Retries
 
 JOB = {"job_id": "j1", "status": "queued", "status_url": "/v2/jobs/j1"}
 MODEL = {"name": "embed", "version": "2"}
 
 
-def _client(answers: list[tuple[int, Any]], seen: list[httpx.Request]) -> Client:
+def _client(
+    answers: list[tuple[int, Any]], seen: list[httpx.Request], max_retries: int = 0
+) -> Client:
     def reply(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         status, body = answers.pop(0)
+        if isinstance(body, Exception):
+            raise body
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         return httpx.Response(status, content=content)
 
-    return Client("http://api.test/prod/", "the-key", transport=httpx.MockTransport(reply))
+    client = Client(
+        "http://api.test/prod/",
+        "the-key",
+        max_retries=max_retries,
+        transport=httpx.MockTransport(reply),
+    )
+    client.retries = Retries(attempts=max_retries + 1, first_s=0.001, most_s=0.01)
+    return client
 
 
 @pytest.mark.parametrize(
@@ -66,6 +78,57 @@ def test_an_error_answer_is_a_typed_error_with_the_apis_message(
     assert str(seen[0].url) == "http://api.test/prod/v2/predict/digits"
     assert seen[0].headers["x-api-key"] == "the-key"
     assert "the-key" not in str(raised.value)
+
+
+def test_throttles_outages_and_lost_connections_are_retried_then_answered() -> None:
+    seen: list[httpx.Request] = []
+    answers: list[tuple[int, Any]] = [
+        (429, {"message": "Too Many Requests"}),
+        (503, {"message": "the job store could not be written (ConnectError); try again"}),
+        (0, httpx.ConnectError("connection refused")),
+        (202, JOB),
+    ]
+    client = _client(answers, seen, max_retries=3)
+
+    job = client.submit("embed", ["a"])
+
+    assert job.job_id == "j1"
+    # Every try names the same job: the client made up one Idempotency-Key for them.
+    keys = {request.headers["idempotency-key"] for request in seen}
+    assert len(seen) == 4 and len(keys) == 1 and keys != {""}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (429, {"message": "Limit Exceeded"}, QuotaExceededError),  # the quota stays spent
+        (500, {"message": "Internal server error"}, ServerError),  # a bug stays a bug
+        (422, {"message": "inputs[0]: text is empty"}, UnprocessableError),
+    ],
+)
+def test_answers_a_retry_cannot_change_are_raised_at_once(
+    status: int, body: Any, kind: type[Exception]
+) -> None:
+    seen: list[httpx.Request] = []
+    client = _client([(status, body)], seen, max_retries=3)
+    with pytest.raises(kind):
+        client.predict("embed", [""])
+    assert len(seen) == 1
+
+
+def test_the_last_answer_is_raised_once_the_retries_are_spent() -> None:
+    seen: list[httpx.Request] = []
+    client = _client([(503, {"message": "try again"})] * 3, seen, max_retries=2)
+    with pytest.raises(ServerError, match="try again"):
+        client.predict("digits", [[0] * 64])
+    assert len(seen) == 3
+
+
+def test_retry_after_is_honoured_within_the_cap() -> None:
+    policy = Retries(attempts=3, first_s=0.5, most_s=8.0)
+    assert policy.delay(0, httpx.Response(429, headers={"retry-after": "2"})) == 2.0
+    assert policy.delay(0, httpx.Response(429, headers={"retry-after": "120"})) == 8.0
+    assert 0 <= policy.delay(3, httpx.Response(503)) <= 4.0  # full jitter up to 0.5 x 2^3
 
 
 def test_a_job_is_polled_with_backoff_until_its_outputs() -> None:
