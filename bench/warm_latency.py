@@ -7,6 +7,10 @@ A third series runs the same handler with the model's answer precomputed: the fr
 own CPU time. What the ratio holds beyond model + framework is the two slowing each other
 down (caches and branch predictors refilled between Python and the ONNX kernels).
 
+Every call is timed; the result keeps each series' distribution over all its calls
+(percentiles 1 to 99, min, max), the per-round medians, and the ratio of the medians of
+the rounds.
+
     python bench/warm_latency.py [--rounds 9] [--calls 300]
 """
 
@@ -23,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, median, write_result
+from bench.common import ROOT, machine, median, percentile, write_result
 
 SENTENCE = "A man is eating a piece of bread."
 TARGET = 1.15
@@ -90,13 +94,25 @@ def _raw_runner() -> Any:
     return run
 
 
-def _per_call_ms(call: Any, calls: int) -> float:
+def _calls_ms(call: Any, calls: int) -> list[float]:
+    """Milliseconds of each of `calls` calls in a row."""
     samples = []
     for _ in range(calls):
         started = time.perf_counter()
         call()
         samples.append((time.perf_counter() - started) * 1000)
-    return median(samples)
+    return samples
+
+
+def distribution(samples: list[float]) -> dict[str, Any]:
+    """Enough to draw the distribution: nearest-rank percentiles 1 to 99, min and max."""
+    ordered = sorted(samples)
+    return {
+        "calls": len(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "percentiles_1_to_99": [percentile(ordered, rank) for rank in range(1, 100)],
+    }
 
 
 def main() -> None:
@@ -105,6 +121,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     arguments = parser.parse_args()
 
+    began = time.perf_counter()
     os.environ["STRATOSERVE_FUNCTION"] = "embed"
     os.environ["STRATOSERVE_CONFIG"] = str(ROOT / "stratoserve.toml")
     # The handler logs one JSON line per request, as on Lambda; its formatting cost is
@@ -137,11 +154,14 @@ def main() -> None:
             for call in series.values():
                 call()
         timings: dict[str, list[float]] = {name: [] for name in series}
+        samples: dict[str, list[float]] = {name: [] for name in series}
         for round_ in range(arguments.rounds):
             # Rotate the order so no series always runs right after the same other.
             names = list(series)[round_ % 3 :] + list(series)[: round_ % 3]
             for name in names:
-                timings[name].append(_per_call_ms(series[name], arguments.calls))
+                calls = _calls_ms(series[name], arguments.calls)
+                timings[name].append(median(calls))
+                samples[name].extend(calls)
 
     framework_ms, raw_ms = timings["framework"], timings["raw"]
     framework, baseline = median(framework_ms), median(raw_ms)
@@ -154,10 +174,14 @@ def main() -> None:
             "input": SENTENCE,
             "rounds": arguments.rounds,
             "calls_per_round": arguments.calls,
+            "order": "the three series rotated each round",
+            "wall_s": round(time.perf_counter() - began, 1),
         },
         "framework_ms_per_round": framework_ms,
         "raw_ms_per_round": raw_ms,
         "framework_only_ms_per_round": timings["framework_only"],
+        # Every call of every round: the distribution, not just its medians.
+        "distribution_ms": {name: distribution(values) for name, values in samples.items()},
         "breakdown_ms": {
             "model (raw)": baseline,
             "framework alone (model answer precomputed)": framework_only_ms,

@@ -7,9 +7,10 @@ holds the declaration's jobs.batch_size records, as the SQS event source hands t
 Two stages are measured in rounds that rotate which series goes first; the figures are
 medians over the rounds:
 
-(a) compute: the worker's own run paths (JobWorker._run_together against _run_alone, the
-    two JobWorker._run chooses between) on prepared deliveries, with the model loaded as
-    the worker loads it. No AWS call: what batching changes, alone.
+(a) compute: the worker's own run path for a model's share of a batch (JobWorker._run:
+    the jobs together in length-sorted chunks, or each alone; each result serialised and
+    logged as it is finished) on prepared deliveries, with the model loaded as the worker
+    loads it and a job store that keeps nothing. No AWS call: what batching changes, alone.
 (b) end to end: JobWorker.process over real SQS records, against moto started in this
     process (LocalAws + create_job_resources): jobs submitted with JobService.submit,
     received from the queue as the event source mapping does, each batch processed
@@ -134,25 +135,66 @@ class Model:
 # --- (a) the compute stage --------------------------------------------------------------
 
 
+class DiscardingStore:
+    """Stands in for the job store in stage (a): takes every result, keeps none."""
+
+    def succeed(self, job: Any, result: bytes) -> bool:
+        return True
+
+    def fail(self, tenant: str, job_id: str, reason: str, *, follow_up: str | None = None) -> bool:
+        return True
+
+
+class DiscardingJobs:
+    """The JobService that JobWorker._run finishes jobs through, without AWS."""
+
+    def __init__(self) -> None:
+        self.store = DiscardingStore()
+
+
+def _running_job(index: int, texts: list[str]) -> Any:
+    from functions.runtime.jobs import Job, JobStatus
+
+    return Job(
+        tenant=TENANT,
+        job_id=f"compute-{index}",
+        status=JobStatus.RUNNING,
+        model=MODEL,
+        version=VERSION,
+        api_version=API_VERSION,
+        inputs=len(texts),
+        correlation_id=f"compute-{index}",
+        created_at=0.0,
+        updated_at=0.0,
+        expires_at=0,
+        request_hash="-",
+    )
+
+
 def compute_stage(
     worker: JobWorker, model: Model, batches: list[list[list[str]]], *, shared: bool
 ) -> tuple[float, list[Any]]:
     """Seconds the worker's run path takes over the batches, and the outputs per record."""
+    from functions.runtime.models import ModelKey
     from functions.worker.batch import Delivery
 
+    jobs: Any = DiscardingJobs()
     seconds = 0.0
     outputs: list[Any] = []
     with model.texts_sharing_runs(shared):
         for batch in batches:
             deliveries = [
-                Delivery(message_id=str(index), receipt_handle="-", receive_count=1, inputs=texts)
+                Delivery(
+                    message_id=str(index),
+                    receipt_handle="-",
+                    receive_count=1,
+                    job=_running_job(index, texts),
+                    inputs=texts,
+                )
                 for index, texts in enumerate(batch)
             ]
             started = time.perf_counter()
-            if worker.batched:
-                worker._run_together(model.runner, deliveries)
-            else:
-                worker._run_alone(model.runner, deliveries)
+            worker._run(ModelKey(MODEL, VERSION), deliveries, jobs, None)
             seconds += time.perf_counter() - started
             for delivery in deliveries:
                 if delivery.failure is not None or delivery.outputs is None:
@@ -505,7 +547,8 @@ def _measure(
             "order": "compute series rotated each round; end to end alternating, "
             "batched first in even rounds",
             "compute": {
-                "what": "JobWorker._run_together vs _run_alone on prepared deliveries"
+                "what": "JobWorker._run, batched vs not, on prepared deliveries, results "
+                "serialised and logged, a job store that keeps nothing"
                 + (
                     "; *_shared_runs: the same with Embedder.one_text_per_run off"
                     if one_text_per_run
