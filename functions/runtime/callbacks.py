@@ -38,7 +38,11 @@ class CallbackRefused(ValueError):
 def check_url(url: str, *, allow_loopback: bool = False) -> str:
     """https to a public host; plain http and loopback only where `allow_loopback` (the
     local stack). Host names are checked again, resolved, when the callback is sent."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsed on access: a bad port raises only here)
+    except ValueError as error:  # "https://[::1", a port that is not one
+        raise CallbackRefused(f"is not a valid URL ({error})") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise CallbackRefused("must be an absolute https:// URL")
     loopback = parts.hostname in LOOPBACK_HOSTS

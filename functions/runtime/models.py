@@ -26,6 +26,17 @@ class InputError(ValueError):
     """Inputs of the wrong shape or type for the model: the client's mistake (422)."""
 
 
+class OverflowingInputError(InputError):
+    """An input the model's arithmetic overflows on (found by running it); `index` counts
+    within the inputs of that run."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"inputs[{index}]: values too large for this model (its probabilities overflow)"
+        )
+        self.index = index
+
+
 class ModelUnavailableError(RuntimeError):
     """A declared model whose artifact cannot be loaded."""
 
@@ -34,7 +45,8 @@ class Runner(Protocol):
     def check(self, inputs: list[Any]) -> Any: ...
 
     def run(self, checked: Any) -> Any:
-        """One output per input, JSON-serialisable by orjson (lists or numpy arrays)."""
+        """One output per input, JSON-serialisable by orjson (lists or numpy arrays);
+        InputError where an input leaves the model nothing meaningful to answer."""
         ...
 
 
@@ -174,7 +186,14 @@ class Classifier:
         return rows
 
     def run(self, checked: np.ndarray) -> list[dict[str, Any]]:
+        import numpy as np
+
         labels, probabilities = self._session.run(None, {self._input_name: checked})
+        # Values float32 can hold may still overflow the model's own arithmetic: its
+        # probabilities come out NaN and its label means nothing. That is the input's fault.
+        finite = np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            raise OverflowingInputError(int(np.argmin(finite)))
         return [
             {"label": int(label), "probabilities": row}
             for label, row in zip(labels, probabilities, strict=True)

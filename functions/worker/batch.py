@@ -30,7 +30,7 @@ from functions.runtime.jobs import (
     JobMessage,
     MalformedMessage,
 )
-from functions.runtime.models import InputError, ModelKey
+from functions.runtime.models import InputError, ModelKey, OverflowingInputError
 from functions.runtime.observability import job_outcome_metrics, logger
 from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up, to_cpu
 
@@ -338,6 +338,11 @@ class JobWorker:
                             f"after {start} of {len(inputs)} inputs"
                         )
                     outputs.extend(runner.run(runner.check(inputs[start : start + CHUNK_INPUTS])))
+            except OverflowingInputError as error:
+                # The client's inputs, not a passing failure: retrying cannot help.
+                at = start + error.index
+                self._finish_failed(delivery, f"invalid inputs: {OverflowingInputError(at)}", jobs)
+                continue
             except Exception as error:
                 delivery.fail(error)
                 continue

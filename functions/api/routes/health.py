@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from functions.api.dependencies import EnvironmentDep
+from functions.api.openapi import Health, answer
 from functions.api.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", operation_id="health", responses={200: answer(Health)})
 async def health(environment: EnvironmentDep) -> JSONResponse:
     return JSONResponse(
         {

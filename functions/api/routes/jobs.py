@@ -15,6 +15,19 @@ from fastapi import APIRouter, Request
 
 from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
+from functions.api.openapi import (
+    API_KEY_REQUIRED,
+    IDEMPOTENCY_KEY,
+    JOB_ID,
+    KEYED_ERRORS,
+    LIFECYCLE_HEADERS,
+    JobAccepted,
+    JobView,
+    answer,
+    errors,
+    job_links,
+    submit_body,
+)
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.aws import describe_error, error_code, public_reason
@@ -38,49 +51,56 @@ if TYPE_CHECKING:
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
-_SUBMIT_SCHEMA = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["model", "inputs"],
-                "properties": {
-                    "model": {"type": "string"},
-                    "inputs": {"type": "array", "minItems": 1},
-                    "callback_url": {"type": "string", "format": "uri"},
-                },
-            }
-        }
-    },
-}
-
 
 def router(declaration: Declaration) -> APIRouter:
-    routes = APIRouter(tags=["jobs"])
-    for api_version in declaration.api:
+    routes = APIRouter(tags=["jobs"], dependencies=API_KEY_REQUIRED)
+    for api_version, spec in declaration.api.items():
+        tasks = {model: declaration.models[model].task for model in spec.models}
         routes.add_api_route(
             f"/{api_version}/jobs",
             _submit_endpoint(api_version),
             methods=["POST"],
             status_code=202,
             name=f"submit job ({api_version})",
+            operation_id=f"submit_job_{api_version}",
             summary="Submit a job: 202 with its id at once; the worker runs it",
-            openapi_extra={"requestBody": _SUBMIT_SCHEMA},
+            responses={
+                202: answer(
+                    JobAccepted,
+                    "location",
+                    *LIFECYCLE_HEADERS,
+                    description="The job is queued: follow its status_url",
+                    links=job_links(api_version),
+                ),
+                **errors(400, 404, 413, 422, *KEYED_ERRORS),
+            },
+            openapi_extra={"requestBody": submit_body(tasks), "parameters": [IDEMPOTENCY_KEY]},
         )
         routes.add_api_route(
             f"/{api_version}/jobs/{{job_id}}",
             _show_endpoint(api_version),
             methods=["GET"],
             name=f"job ({api_version})",
+            operation_id=f"get_job_{api_version}",
             summary="A job's status, and its result once it has succeeded",
+            responses={
+                200: answer(JobView, *LIFECYCLE_HEADERS),
+                **errors(404, *KEYED_ERRORS),
+            },
+            openapi_extra={"parameters": [JOB_ID]},
         )
         routes.add_api_route(
             f"/{api_version}/jobs/{{job_id}}",
             _cancel_endpoint(api_version),
             methods=["DELETE"],
             name=f"cancel job ({api_version})",
+            operation_id=f"cancel_job_{api_version}",
             summary="Cancel a job that is still queued",
+            responses={
+                200: answer(JobView, *LIFECYCLE_HEADERS),
+                **errors(404, 409, *KEYED_ERRORS),
+            },
+            openapi_extra={"parameters": [JOB_ID]},
         )
     return routes
 

@@ -7,6 +7,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 
 from functions.api.dependencies import EnvironmentDep, TenantDep
+from functions.api.openapi import (
+    API_KEY_REQUIRED,
+    KEYED_ERRORS,
+    LIFECYCLE_HEADERS,
+    ModelList,
+    answer,
+    errors,
+)
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 
@@ -17,14 +25,16 @@ if TYPE_CHECKING:
 
 
 def router(declaration: Declaration) -> APIRouter:
-    routes = APIRouter(tags=["models"])
+    routes = APIRouter(tags=["models"], dependencies=API_KEY_REQUIRED)
     for api_version in declaration.api:
         routes.add_api_route(
             f"/{api_version}/models",
             _endpoint(api_version),
             methods=["GET"],
             name=f"models ({api_version})",
+            operation_id=f"list_models_{api_version}",
             summary=f"Models served by {api_version}",
+            responses={200: answer(ModelList, *LIFECYCLE_HEADERS), **errors(*KEYED_ERRORS)},
         )
     return routes
 

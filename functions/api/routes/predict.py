@@ -15,6 +15,18 @@ from fastapi import APIRouter, Request
 
 from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
+from functions.api.openapi import (
+    API_KEY_REQUIRED,
+    IDEMPOTENCY_KEY,
+    KEYED_ERRORS,
+    LIFECYCLE_HEADERS,
+    PREDICTIONS,
+    JobAccepted,
+    answer,
+    errors,
+    job_links,
+    predict_body,
+)
 from functions.api.responses import JSONResponse
 from functions.api.routes.jobs import enqueue
 from functions.api.versioning import lifecycle, public_prefix
@@ -28,31 +40,34 @@ if TYPE_CHECKING:
 
     from stratoserve.declaration import Declaration
 
-_REQUEST_SCHEMA = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["inputs"],
-                "properties": {"inputs": {"type": "array", "minItems": 1}},
-            }
-        }
-    },
-}
-
 
 def router(declaration: Declaration) -> APIRouter:
-    routes = APIRouter(tags=["predict"])
+    routes = APIRouter(tags=["predict"], dependencies=API_KEY_REQUIRED)
     for api_version, spec in declaration.api.items():
         for model in spec.models:
+            task = declaration.models[model].task
             routes.add_api_route(
                 f"/{api_version}/predict/{model}",
                 _endpoint(api_version, model),
                 methods=["POST"],
                 name=f"predict {model} ({api_version})",
-                summary=f"Predict with {model} ({declaration.models[model].task})",
-                openapi_extra={"requestBody": _REQUEST_SCHEMA},
+                operation_id=f"predict_{model}_{api_version}",
+                summary=f"Predict with {model} ({task})",
+                responses={
+                    200: answer(PREDICTIONS[task], "x-model-version", *LIFECYCLE_HEADERS),
+                    202: answer(
+                        JobAccepted,
+                        "location",
+                        *LIFECYCLE_HEADERS,
+                        description="Too many inputs for the inline path: a job",
+                        links=job_links(api_version),
+                    ),
+                    **errors(400, 413, 422, *KEYED_ERRORS),
+                },
+                openapi_extra={
+                    "requestBody": predict_body(task),
+                    "parameters": [IDEMPOTENCY_KEY],
+                },
             )
     return routes
 
@@ -87,11 +102,12 @@ async def predict(
     with environment.cache.use(key) as loaded:
         try:
             checked = loaded.runner.check(inputs)
+            started = time.perf_counter()
+            # A model may refuse inputs it can only compute nonsense from (InputError).
+            outputs = loaded.runner.run(checked)
+            model_ms = (time.perf_counter() - started) * 1000
         except InputError as error:
             raise ApiError(422, str(error)) from None
-        started = time.perf_counter()
-        outputs = loaded.runner.run(checked)
-        model_ms = (time.perf_counter() - started) * 1000
     logger.info(
         "predict",
         extra={

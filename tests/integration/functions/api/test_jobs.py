@@ -441,7 +441,16 @@ def test_a_number_too_large_for_float32_is_a_422(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/hook", "ftp://example.com/hook", "https:///hook", "hook", 7],
+    [
+        "http://example.com/hook",
+        "ftp://example.com/hook",
+        "https:///hook",
+        "hook",
+        7,
+        # Found by the fuzz suite: URLs urllib cannot parse were a 500.
+        "https://[::1",
+        "https://example.com:99999/hook",
+    ],
 )
 def test_a_callback_url_must_be_https_or_local_http(
     invoke: Callable[..., Response], stack: Stack, url: Any

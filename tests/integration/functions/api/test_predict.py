@@ -181,6 +181,19 @@ def test_a_number_too_large_for_float32_is_422_not_a_null(invoke: Any) -> None:
     assert "inputs[0]: a value is too large for float32" in body["message"]
 
 
+def test_values_that_overflow_the_model_are_422_not_null_probabilities(invoke: Any) -> None:
+    # Found by the fuzz suite: float32 holds 3e38, the model's arithmetic does not (it gave
+    # a 200 with NaN probabilities, written as nulls, and a meaningless label).
+    rows = [[1.0] * 64, [3e38] * 64]
+
+    status, _, body = invoke("digits", rest_event("POST", "/v2/predict/digits", {"inputs": rows}))
+
+    assert status == 422
+    assert body == {
+        "message": "inputs[1]: values too large for this model (its probabilities overflow)"
+    }
+
+
 def test_a_trailing_slash_reaches_the_same_route(invoke: Any) -> None:
     status, headers, body = invoke(
         "embed", rest_event("POST", "/v2/predict/embed/", {"inputs": ["x"]})

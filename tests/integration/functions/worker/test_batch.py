@@ -239,6 +239,33 @@ def test_a_job_with_invalid_inputs_fails_alone_and_its_record_is_done(
     assert len(_outputs(service, good_row)) == 1
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "each-alone"])
+def test_inputs_the_model_overflows_on_fail_the_job_at_once_naming_the_input(
+    environment: ExecutionEnvironment,
+    service: JobService,
+    sqs: Any,
+    resources: JobResources,
+    batched: bool,
+) -> None:
+    # Within float32, so the check passes; the model's arithmetic overflows on the run.
+    # The row is in the job's second chunk of 64: the reason counts from the job's start.
+    rows = [[1.0] * 64] * 80
+    rows[70] = [3e38] * 64
+    overflowing = submit(service, "digits", "1", rows)
+    fine = submit(service, "digits", "1", [[2.0] * 64])
+    records = receive(sqs, resources, 2)
+
+    failures = _worker(environment, service, batched=batched).process(records)
+
+    assert failures == {}, "retrying cannot fix the inputs: the records are done"
+    failed = _job(service, overflowing)
+    assert (failed.status, failed.attempts) == (JobStatus.FAILED, 1)
+    assert failed.error == (
+        "invalid inputs: inputs[70]: values too large for this model (its probabilities overflow)"
+    )
+    assert len(_outputs(service, fine)) == 1
+
+
 def test_a_duplicate_delivery_of_a_finished_job_is_not_computed_again(
     environment: ExecutionEnvironment, service: JobService, sqs: Any, resources: JobResources
 ) -> None:

@@ -111,6 +111,12 @@ def test_https_to_a_public_host_is_allowed(url: str) -> None:
         ("https://169.254.169.254/latest/meta-data/", NOT_PRIVATE),
         ("https://[fe80::1]/hook", NOT_PRIVATE),
         ("https://0.0.0.0/hook", NOT_PRIVATE),
+        ("https://[::1", "is not a valid URL (Invalid IPv6 URL)"),
+        ("https://example.com:99999/hook", "is not a valid URL (Port out of range 0-65535)"),
+        (
+            "https://example.com:http/hook",
+            "is not a valid URL (Port could not be cast to integer value as 'http')",
+        ),
     ],
 )
 def test_outside_the_local_stack_only_https_to_a_public_host_is_allowed(
