@@ -1,8 +1,11 @@
 """Submitting jobs: a record in the store, then a message on the queue.
 
 The record is written first, with a conditional put, so that an Idempotency-Key claims its
-job exactly once; the message follows. A job whose message cannot be sent is failed with
-the reason at once, never left queued with nothing on the queue.
+job exactly once; the message follows, and its id is recorded on the job. A job whose
+message cannot be sent is failed with the reason at once, never left queued with nothing
+on the queue. Where even that cannot be recorded (AWS unreachable), or the answer to the
+record's creation was lost, the record is queued without a message id: the client's retry
+with the same Idempotency-Key (the API answered 503 "try again") sends the message.
 """
 
 from __future__ import annotations
@@ -37,11 +40,6 @@ INLINE_INPUTS_MAX_BYTES = 192 * 1024
 
 
 NOT_QUEUED = "the job could not be queued"
-
-
-RESEND_AFTER_S = 60.0
-"""A replayed job still unclaimed after this long gets its message sent again (a
-duplicate message is harmless; a lost one would leave the job queued for good)."""
 
 
 class JobsUnavailable(RuntimeError):
@@ -126,12 +124,24 @@ class JobService:
                 )
             if not self._unsent(stored):
                 return Submission(stored, replayed=True)
-            # Its message may never have been sent (503 "try again", or the submitting
-            # invocation died first): the retry with the same key sends it. A duplicate
-            # message is harmless: a delivery of a finished job claims nothing.
-            if stored.status == JobStatus.FAILED and not self.store.requeue(tenant, stored.job_id):
-                return Submission(stored, replayed=True)
-            stored = self.store.get(tenant, stored.job_id) or stored
+            # Its message may never have been sent (503 "try again", the submitting
+            # invocation died first, or the answer to the record's creation was lost): the
+            # retry with the same key sends it. A duplicate message is harmless: a delivery
+            # of a finished job claims nothing, and of two at once only one result is stored.
+            try:
+                if stored.status == JobStatus.FAILED and not self.store.requeue(
+                    tenant, stored.job_id
+                ):
+                    return Submission(stored, replayed=True)
+                stored = self.store.get(tenant, stored.job_id) or stored
+            except Exception as error:
+                logger.error(
+                    "job not requeued",
+                    extra={"job_id": stored.job_id, "error": describe_error(error)},
+                )
+                raise JobsUnavailable(
+                    f"the job store could not be read ({public_reason(error)})"
+                ) from None
         message = JobMessage(
             tenant=tenant,
             job_id=stored.job_id,
@@ -144,7 +154,7 @@ class JobService:
                 message = replace(message, inputs_key=self.store.put_inputs(stored, inputs_json))
             else:
                 message = replace(message, inputs=inputs)
-            self.queue.send(message)
+            message_id = self.queue.send(message)
         except Exception as error:
             logger.error(
                 "job not queued", extra={"job_id": stored.job_id, "error": describe_error(error)}
@@ -153,14 +163,23 @@ class JobService:
             with contextlib.suppress(Exception):  # the record says queued, attempts 0: see _unsent
                 self.store.fail_unsent(tenant, stored.job_id, reason)
             raise JobsUnavailable(reason) from None
+        try:
+            self.store.record_sent(tenant, stored.job_id, message_id)
+        except Exception as error:
+            # Queued all the same. Without the id, a replay sends the message again.
+            logger.warning(
+                "job queued, its message id not recorded",
+                extra={"job_id": stored.job_id, "error": describe_error(error)},
+            )
+        else:
+            stored = replace(stored, message_id=message_id)
         return Submission(stored, replayed=not created)
 
     def _unsent(self, job: Job) -> bool:
         """A job no worker has seen whose message may not be on the queue: its send
-        failed, or it has waited unclaimed for long (the submitting invocation may have
-        died between the record and the message)."""
+        failed, or no message id was recorded (the send's outcome is unknown)."""
         if job.attempts != 0:
             return False
         if job.status == JobStatus.QUEUED:
-            return self._clock() - job.created_at > RESEND_AFTER_S
+            return job.message_id is None
         return job.status == JobStatus.FAILED and (job.error or "").startswith(NOT_QUEUED)

@@ -74,6 +74,7 @@ _STRINGS = (
     "gpu_call_id",
     "fallback",
     "follow_up",
+    "message_id",
 )
 
 
@@ -500,6 +501,21 @@ class JobStore:
                 ":lambda": {"S": BACKEND_LAMBDA},
             },
         )
+
+    def record_sent(self, tenant: str, job_id: str, message_id: str) -> None:
+        """The job's message is on the queue, with this SQS id (see Job.message_id)."""
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression="SET message_id = :message",
+                # Never recreate a record that expired meanwhile (it would have no status).
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeValues={":message": {"S": message_id}},
+            )
+        except Exception as error:
+            if not _is_condition_failure(error):
+                raise
 
     def record_callback(self, tenant: str, job_id: str, outcome: dict[str, Any]) -> None:
         self._dynamodb.update_item(

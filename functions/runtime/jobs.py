@@ -95,6 +95,9 @@ class Job:
     not this one (a duplicate, a leftover) is dropped, so following never forks."""
     fallback: str | None = None
     """Why a job routed to the GPU ran on the CPU worker instead."""
+    message_id: str | None = None
+    """The SQS id of the job's message, recorded once it is sent: a replay of the job
+    sends nothing more. A queued job without one may have no message on the queue."""
 
     @property
     def finished(self) -> bool:

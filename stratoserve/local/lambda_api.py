@@ -12,7 +12,9 @@ background), `DryRun` 204. A function whose environments are all busy is throttl
 warm-up whose origin holds the last environment its targets need.
 
 It listens on its own loopback port, not the gateway's: it has no keys (anyone who reaches
-it invokes any function), and on AWS, too, Lambda's endpoint is not the API's.
+it invokes any function), and on AWS, too, Lambda's endpoint is not the API's. The local
+stack's own control paths (`/_stratoserve/...`, the fault API of faults.py) are served
+here for the same reason.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from stratoserve.local.environments import FunctionPool
+    from stratoserve.local.faults import FaultsApi
 
 logger = logging.getLogger("stratoserve.lambda")
 
@@ -44,17 +47,23 @@ logger = logging.getLogger("stratoserve.lambda")
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$")
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+CONTROL_PREFIX = "/_stratoserve/"
+"""The local stack's own paths: no Lambda API path starts so."""
 
 Headers = list[tuple[str, str]]
 
 
 class LambdaApi:
-    def __init__(self, pools: Mapping[str, FunctionPool]) -> None:
+    def __init__(self, pools: Mapping[str, FunctionPool], faults: FaultsApi | None = None) -> None:
         self.pools = pools
+        self.faults = faults
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            return
+        if self.faults is not None and scope["path"].startswith(CONTROL_PREFIX):
+            await self.faults(scope, receive, send)
             return
         request_id = str(uuid.uuid4())
         try:
@@ -78,6 +87,8 @@ class LambdaApi:
     async def close(self) -> None:
         """Cancel the `Event` invocations still running."""
         await cancel_all(self._background)
+        if self.faults is not None:
+            await self.faults.close()
 
     async def _handle(
         self, scope: Scope, receive: Receive, request_id: str

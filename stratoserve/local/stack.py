@@ -23,6 +23,7 @@ from stratoserve.keys import KeysError, KeyService, LocalKeyStore, StoredKey
 from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
+from stratoserve.local.faults import FaultsApi
 from stratoserve.local.gateway import Gateway
 from stratoserve.local.gpu_calls import ExecutorError
 from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
@@ -242,7 +243,7 @@ async def serve(
             pollers=declaration.functions[WORKER_FUNCTION].local_environments,
         )
         poller.start()
-        lambda_endpoint = LambdaEndpoint(LambdaApi(pools), lambda_sock)
+        lambda_endpoint = LambdaEndpoint(LambdaApi(pools, FaultsApi(aws)), lambda_sock)
         lambda_endpoint.start()
         warmups = declared_warmups(declaration)
         scheduler = WarmupScheduler(warmups, functools.partial(_warm_up, pools))

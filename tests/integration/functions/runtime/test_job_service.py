@@ -8,20 +8,22 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 
 from functions.runtime.job_queue import CORRELATION_ATTRIBUTE, JobQueue
 from functions.runtime.job_service import (
     INLINE_INPUTS_MAX_BYTES,
-    RESEND_AFTER_S,
     IdempotencyConflict,
     JobService,
     JobsUnavailable,
 )
 from functions.runtime.job_store import JobStore
-from functions.runtime.jobs import JobMessage, JobStatus
+from functions.runtime.jobs import Job, JobMessage, JobStatus
 from stratoserve.jobs import create_job_resources
-from stratoserve.local.aws import LocalAws, client
+from stratoserve.local.aws import DUMMY_CREDENTIALS, LocalAws, client
 from tests.integration.stratoserve.moto import drain, reset_moto
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 TTL_DAYS = 7
 NOW = time.time()
+UNREACHABLE = "http://127.0.0.1:9"
+"""The discard port: nothing listens there, so a connection is refused at once."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class Aws:
     s3: Any
     sqs: Any
 
-    def store(self, table: str | None = None) -> JobStore:
-        return JobStore(
+    def store(self, table: str | None = None, kind: type[JobStore] = JobStore) -> JobStore:
+        return kind(
             table=table or self.resources.table,
             bucket=self.resources.bucket,
             dynamodb=self.dynamodb,
@@ -141,43 +145,56 @@ def test_inputs_too_large_for_a_message_wait_in_the_bucket(aws: Aws, tenant: str
 def test_an_idempotent_replay_is_the_stored_job_and_sends_nothing(aws: Aws, tenant: str) -> None:
     service = aws.service()
     first = _submit(service, tenant, ["a"], idempotency_key="order-1")
-    # Still fresh: its message is on the queue, waiting for a worker.
-    later = aws.service(now=NOW + RESEND_AFTER_S - 1)
+    # However long it waits for a worker: its message is on the queue.
+    later = aws.service(now=NOW + 3600)
 
     replay = _submit(service, tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
     later_replay = _submit(later, tenant, ["a"], idempotency_key="order-1", correlation_id="req-3")
 
+    assert first.job.message_id is not None, "the message's id is recorded on the job"
     assert replay.replayed is True and later_replay.replayed is True
     assert replay.job == later_replay.job == first.job
     assert len(aws.drain()) == 1
 
 
-def test_a_replay_of_a_job_long_unclaimed_sends_its_message_again(aws: Aws, tenant: str) -> None:
-    """The submitting invocation may have died between the record and the message: a job
-    still queued, unclaimed, after RESEND_AFTER_S gets its message again on a replay."""
+def test_a_replay_of_a_job_with_no_message_id_sends_its_message(aws: Aws, tenant: str) -> None:
+    """The submitting invocation died between the record and the message (or its answer
+    was lost): a job queued, unclaimed, with no message id gets its message on a replay."""
     inputs = ["x" * 1000] * (INLINE_INPUTS_MAX_BYTES // 1000 + 1)  # through the bucket
     first = _submit(aws.service(), tenant, inputs, idempotency_key="order-1")
-    aws.drain()  # lost
-    later = aws.service(now=NOW + RESEND_AFTER_S + 1)
+    aws.drain()  # as if never sent
+    aws.dynamodb.update_item(
+        TableName=aws.resources.table,
+        Key={"tenant": {"S": tenant}, "job_id": {"S": first.job.job_id}},
+        UpdateExpression="REMOVE message_id",
+    )
 
-    replay = _submit(later, tenant, inputs, idempotency_key="order-1", correlation_id="req-2")
+    replay = _submit(aws.service(), tenant, inputs, idempotency_key="order-1", correlation_id="r2")
 
     assert replay.replayed is True
-    assert replay.job == first.job
+    assert replay.job.job_id == first.job.job_id
     (message,) = aws.drain()
+    assert replay.job.message_id == message["MessageId"]
     decoded = JobMessage.decode(message["Body"])
     assert (decoded.job_id, decoded.correlation_id) == (first.job.job_id, "req-1")
     assert message["MessageAttributes"][CORRELATION_ATTRIBUTE]["StringValue"] == "req-1"
     # The stored job's object name (its creation time), not the replay's.
     assert decoded.inputs_key == f"inputs/{tenant}/{first.job.job_id}/{int(NOW * 1000)}.json"
     assert aws.store().inputs(decoded.inputs_key) == inputs
+    assert _submit(aws.service(), tenant, inputs, idempotency_key="order-1").replayed is True
+    assert aws.drain() == [], "its message id recorded now: a replay sends nothing more"
 
 
 def test_a_replay_of_a_job_a_worker_claimed_sends_nothing(aws: Aws, tenant: str) -> None:
     first = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
     aws.drain()
     assert aws.store().start(tenant, first.job.job_id, lease_s=60) is not None
-    later = aws.service(now=NOW + RESEND_AFTER_S + 1)
+    aws.dynamodb.update_item(
+        TableName=aws.resources.table,
+        Key={"tenant": {"S": tenant}, "job_id": {"S": first.job.job_id}},
+        UpdateExpression="REMOVE message_id",
+    )
+    later = aws.service(now=NOW + 3600)
 
     replay = _submit(later, tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
 
@@ -244,6 +261,77 @@ def test_a_retry_after_the_queue_refused_the_job_queues_it(aws: Aws, tenant: str
     assert decoded.correlation_id == "req-1", "the job's own correlation id"
     assert _submit(aws.service(), tenant, ["a"], idempotency_key="order-1").replayed is True
     assert aws.drain() == [], "queued now: a replay sends nothing more"
+
+
+class StoreCutOff(JobStore):
+    """The job store once AWS has gone away after the record was written: neither the
+    failure of the send nor a read gets through."""
+
+    def fail_unsent(self, tenant: str, job_id: str, reason: str) -> bool:
+        raise EndpointConnectionError(endpoint_url=UNREACHABLE)
+
+    def get(self, tenant: str, job_id: str) -> Job | None:
+        raise EndpointConnectionError(endpoint_url=UNREACHABLE)
+
+
+def _unreachable_queue(aws: Aws) -> JobQueue:
+    """The jobs queue behind a port where nothing listens (one try, no retries)."""
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=UNREACHABLE,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1}),
+        **DUMMY_CREDENTIALS,
+    )
+    return JobQueue(queue_url=aws.resources.queue_url, sqs=sqs)
+
+
+def test_a_retry_after_aws_went_away_mid_submit_queues_the_job(aws: Aws, tenant: str) -> None:
+    """Record written, then AWS unreachable: the message is not sent, and the job cannot
+    be failed for it. The client was told 503 "try again": its retry sends the message."""
+    cut_off = JobService(
+        store=aws.store(kind=StoreCutOff), queue=_unreachable_queue(aws), clock=lambda: NOW
+    )
+    with pytest.raises(JobsUnavailable) as caught:
+        _submit(cut_off, tenant, ["a"], idempotency_key="order-1")
+    (left,) = aws.store().jobs(tenant)
+
+    retry = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1", correlation_id="req-2")
+
+    assert str(caught.value) == (
+        "the job could not be queued (AWS unreachable (EndpointConnectionError))"
+    )
+    assert caught.value.retryable is True
+    assert (left.status, left.attempts, left.message_id) == (JobStatus.QUEUED, 0, None)
+    assert (retry.replayed, retry.job.job_id, retry.job.status) == (
+        True,
+        left.job_id,
+        JobStatus.QUEUED,
+    )
+    (message,) = aws.drain()
+    assert JobMessage.decode(message["Body"]).job_id == left.job_id
+    assert retry.job.message_id == message["MessageId"]
+    assert _submit(aws.service(), tenant, ["a"], idempotency_key="order-1").replayed is True
+    assert aws.drain() == [], "queued now: a replay sends nothing more"
+
+
+def test_a_replay_that_cannot_read_the_store_is_unavailable(aws: Aws, tenant: str) -> None:
+    """Never an AWS exception out of submit (the API would answer 500): a JobsUnavailable,
+    which the API answers 503 "try again"."""
+    refused = aws.service(queue_url=aws.resources.queue_url + "-missing")
+    with pytest.raises(JobsUnavailable):
+        _submit(refused, tenant, ["a"], idempotency_key="order-1")
+    cut_off = JobService(store=aws.store(kind=StoreCutOff), queue=refused.queue, clock=lambda: NOW)
+
+    with pytest.raises(JobsUnavailable) as caught:
+        _submit(cut_off, tenant, ["a"], idempotency_key="order-1")
+    retry = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+
+    assert str(caught.value) == (
+        "the job store could not be read (AWS unreachable (EndpointConnectionError))"
+    )
+    assert (retry.replayed, retry.job.status) == (True, JobStatus.QUEUED)
+    assert len(aws.drain()) == 1
 
 
 def test_a_job_that_failed_for_another_reason_is_not_queued_again(aws: Aws, tenant: str) -> None:

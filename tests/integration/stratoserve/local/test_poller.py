@@ -113,14 +113,19 @@ class Queues:
 
 
 @pytest.fixture(scope="module")
-def sqs() -> Iterator[Any]:
-    aws = LocalAws()
-    url = aws.start()
+def aws() -> Iterator[LocalAws]:
+    local = LocalAws()
+    url = local.start()
     try:
-        yield client("sqs", url)
+        yield local
     finally:
         reset_moto(url)  # moto keeps its state per process, across server instances
-        aws.stop()
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def sqs(aws: LocalAws) -> Any:
+    return client("sqs", aws.endpoint_url)
 
 
 @pytest.fixture
@@ -297,3 +302,40 @@ def test_running_pollers_drain_the_queue_and_stop(queues: Queues) -> None:
     assert records == 12
     assert largest <= 5
     assert queues.counts() == (0, 0)
+
+
+def test_pollers_ride_out_a_restart_of_the_local_aws(aws: LocalAws, queues: Queues) -> None:
+    """Receives and deletes refused while SQS is down (and long polls cut off): the
+    pollers go on once it is back, and every message is handled and deleted."""
+    pool = RecordingPool("fail_marked")
+    poller = EventSourcePoller(
+        sqs=queues.sqs,
+        queue_url=queues.url,
+        queue_arn=queues.arn,
+        pool=pool,
+        batch_size=5,
+        batching_window_s=0.5,
+        region=REGION,
+        pollers=2,
+    )
+    queues.send(*(f"before-{index}" for index in range(10)))
+
+    async def scenario() -> set[str]:
+        poller.start()
+        try:
+            while not pool.batches:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(aws.restart, 1.5)
+            await asyncio.to_thread(queues.send, *(f"after-{index}" for index in range(10)))
+            deadline = time.monotonic() + 30
+            while queues.counts() != (0, 0) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            await poller.stop()
+        return {record["body"] for batch in pool.batches for record in batch}
+
+    handled = _run(pool, scenario())
+
+    assert handled == {f"{when}-{index}" for when in ("before", "after") for index in range(10)}
+    assert queues.counts() == (0, 0)
+    assert aws.restarts == 1

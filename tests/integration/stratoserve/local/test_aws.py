@@ -1,0 +1,110 @@
+"""The local stack's AWS (moto in a thread): a restart refuses connections while it is
+down, drops the ones that were open, and serves the same state on the same port after."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, EndpointConnectionError
+
+from stratoserve.local.aws import DUMMY_CREDENTIALS, REGION, LocalAws
+from tests.integration.stratoserve.moto import reset_moto
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture
+def aws() -> Iterator[LocalAws]:
+    local = LocalAws()
+    url = local.start()
+    try:
+        yield local
+    finally:
+        if not local.up:
+            local.start(local.port)
+        reset_moto(url)  # moto keeps its state per process, across server instances
+        local.stop()
+
+
+def _one_try(service: str, url: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        config=Config(retries={"total_max_attempts": 1}),
+        **DUMMY_CREDENTIALS,
+    )
+
+
+def _restart_in_background(
+    aws: LocalAws, down_s: float
+) -> tuple[threading.Thread, threading.Event]:
+    down = threading.Event()
+    restarting = threading.Thread(target=aws.restart, args=(down_s,), kwargs={"on_down": down.set})
+    restarting.start()
+    assert down.wait(10), "never went down"
+    return restarting, down
+
+
+def test_a_restart_refuses_calls_then_serves_the_same_state_on_the_same_port(
+    aws: LocalAws,
+) -> None:
+    url = aws.endpoint_url
+    sqs = _one_try("sqs", url)
+    queue = sqs.create_queue(QueueName=f"restart-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="kept")
+
+    restarting, _ = _restart_in_background(aws, down_s=1.0)
+    with pytest.raises(EndpointConnectionError):
+        sqs.get_queue_url(QueueName=queue.rsplit("/", 1)[1])
+    up_while_down = aws.up
+    restarting.join(timeout=20)
+
+    assert up_while_down is False
+    assert (aws.up, aws.endpoint_url, aws.restarts) == (True, url, 1)
+    (message,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    assert message["Body"] == "kept"
+
+
+def test_a_restart_drops_the_requests_in_flight(aws: LocalAws) -> None:
+    """A long poll under way when the server goes down loses its answer, as in a real
+    restart: it is not answered later by a server that is down."""
+    sqs = _one_try("sqs", aws.endpoint_url)
+    queue = sqs.create_queue(QueueName=f"restart-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    outcome: list[Any] = []
+
+    def long_poll() -> None:
+        try:
+            outcome.append(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5))
+        except Exception as error:
+            outcome.append(error)
+
+    polling = threading.Thread(target=long_poll)
+    polling.start()
+    time.sleep(0.5)  # the request is in moto's hands
+    started = time.monotonic()
+    restarting, _ = _restart_in_background(aws, down_s=1.0)
+    polling.join(timeout=10)
+    restarting.join(timeout=20)
+
+    (error,) = outcome
+    assert isinstance(error, ConnectionError | BotoCoreError), error
+    assert time.monotonic() - started < 4, "answered after the long poll, by a server that is down"
+
+
+def test_a_stop_during_a_restart_keeps_it_down(aws: LocalAws) -> None:
+    restarting, _ = _restart_in_background(aws, down_s=30)
+    started = time.monotonic()
+
+    aws.stop()
+    restarting.join(timeout=10)
+
+    assert not restarting.is_alive() and time.monotonic() - started < 10
+    assert aws.up is False and aws.restarts == 0
