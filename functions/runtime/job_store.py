@@ -343,7 +343,8 @@ class JobStore:
 
     def cancel(self, tenant: str, job_id: str) -> Job | None:
         """Cancel a queued job: the cancelled job, or None when there is no such job;
-        JobNotCancellable once it runs or has finished."""
+        JobNotCancellable once it runs or has finished. Cancelling a cancelled job answers
+        it again (a DELETE retried after its answer was lost is not an error)."""
         cancelled = self._conditional_update(
             tenant,
             job_id,
@@ -352,7 +353,7 @@ class JobStore:
             {":cancelled": {"S": JobStatus.CANCELLED}, ":queued": {"S": JobStatus.QUEUED}},
         )
         job = self.get(tenant, job_id)
-        if job is not None and not cancelled:
+        if job is not None and not cancelled and job.status != JobStatus.CANCELLED:
             raise JobNotCancellable(job)
         return job
 

@@ -27,7 +27,7 @@ from stratoserve.client.results import (
     result_url,
     submission,
 )
-from stratoserve.client.retries import Retries, retryable
+from stratoserve.client.retries import Retries
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -57,7 +57,13 @@ class AsyncClient:
         self, model: str, inputs: list[Any], *, version: str | None = None
     ) -> Prediction:
         version = version or self.api_version
-        answer = await self._send("POST", f"{version}/predict/{model}", json={"inputs": inputs})
+        # A request over the inline limit becomes a job: the key keeps a retry to one.
+        answer = await self._send(
+            "POST",
+            f"{version}/predict/{model}",
+            json={"inputs": inputs},
+            headers={"idempotency-key": str(uuid.uuid4())},
+        )
         body = decode(answer.status_code, parse_json(answer.content), ok=(200, 202))
         if answer.status_code == 202:
             return await AsyncJob(self, job_state(body), version).wait()
@@ -109,13 +115,13 @@ class AsyncClient:
             try:
                 answer = await self._http.request(method, path, **arguments)
             except httpx.TransportError:
-                if attempt + 1 >= self.retries.attempts:
+                if self.retries.next_delay(attempt, None) is None:
                     raise
-            if answer is not None and (
-                attempt + 1 >= self.retries.attempts or not retryable(answer)
-            ):
+            wait_s = self.retries.next_delay(attempt, answer)
+            if wait_s is None:
+                assert answer is not None
                 return answer
-            await asyncio.sleep(self.retries.delay(attempt, answer))
+            await asyncio.sleep(wait_s)
             attempt += 1
 
     async def _fetch(self, url: str) -> Any:

@@ -30,7 +30,7 @@ from stratoserve.client.results import (
     result_url,
     submission,
 )
-from stratoserve.client.retries import Retries, retryable
+from stratoserve.client.retries import Retries
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -64,7 +64,13 @@ class Client:
         """The model's outputs for `inputs`. A request too big for the inline path is
         answered with a job (202): it is waited for, and its outputs returned the same."""
         version = version or self.api_version
-        answer = self._send("POST", f"{version}/predict/{model}", json={"inputs": inputs})
+        # A request over the inline limit becomes a job: the key keeps a retry to one.
+        answer = self._send(
+            "POST",
+            f"{version}/predict/{model}",
+            json={"inputs": inputs},
+            headers={"idempotency-key": str(uuid.uuid4())},
+        )
         body = decode(answer.status_code, parse_json(answer.content), ok=(200, 202))
         if answer.status_code == 202:
             return Job(self, job_state(body), version).wait()
@@ -124,13 +130,13 @@ class Client:
             try:
                 answer = self._http.request(method, path, **arguments)
             except httpx.TransportError:
-                if attempt + 1 >= self.retries.attempts:
+                if self.retries.next_delay(attempt, None) is None:
                     raise
-            if answer is not None and (
-                attempt + 1 >= self.retries.attempts or not retryable(answer)
-            ):
+            wait_s = self.retries.next_delay(attempt, answer)
+            if wait_s is None:
+                assert answer is not None
                 return answer
-            time.sleep(self.retries.delay(attempt, answer))
+            time.sleep(wait_s)
             attempt += 1
 
     def _fetch(self, url: str) -> Any:

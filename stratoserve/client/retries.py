@@ -4,15 +4,16 @@ and async clients.
 Retried: a connection that failed or timed out, 429 "Too Many Requests" (the plan's rate:
 a later request is admitted), 502, 503 and 504 (the service or AWS briefly away). Not
 retried: 429 "Limit Exceeded" (the quota is spent until the period ends), any other 4xx
-(the request itself is wrong), 500 (a bug does not go away). A submit is retried only with
-an Idempotency-Key, which the client makes up where the caller gave none: a retry whose
-first try did reach the API then names the same job instead of queuing another.
+(the request itself is wrong), 500 (a bug does not go away). Every POST carries an
+Idempotency-Key, made up by the client where the caller gave none: a retry whose first try
+did reach the API then names the same job instead of queuing another.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,15 @@ class Retries:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"retries: attempts must be >= 1, got {self.attempts!r}")
+
+    def next_delay(self, attempt: int, answer: httpx.Response | None) -> float | None:
+        """After try number `attempt` (0: the first) ended in `answer` (None: the connection
+        failed), seconds to wait before trying again, or None: it is final."""
+        if attempt + 1 >= self.attempts:
+            return None
+        if answer is not None and not retryable(answer):
+            return None
+        return self.delay(attempt, answer)
 
     def delay(self, attempt: int, answer: httpx.Response | None) -> float:
         """Seconds before try `attempt + 1`: the answer's Retry-After where it has one
@@ -62,8 +72,8 @@ def retry_after(answer: httpx.Response) -> float | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    from datetime import UTC, datetime
-
+    if moment.tzinfo is None:  # "-0000": RFC 5322's "UTC, source unknown"
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 

@@ -68,12 +68,18 @@ class LocalAws:
 
     def start(self, port: int = 0) -> str:
         """Serve on 127.0.0.1:`port` (0: a free port); the endpoint URL."""
+        self._stopped.clear()
+        return self._serve(port)
+
+    def _serve(self, port: int, *, restarting: bool = False) -> str:
         # moto's ThreadedMotoServer binds inside its thread and waits for it without a
         # timeout: a failure there hangs the caller. Bind here, serve in the thread.
         with self._lock:
             if self._server is not None:
                 return self.endpoint_url
-            self._stopped.clear()
+            if self._stopped.is_set():
+                # stop() came during a restart's down time: it stays down.
+                return self.endpoint_url
             # One line per call to moto would drown the gateway's own log.
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
             listener = _listen(port)
@@ -81,11 +87,13 @@ class LocalAws:
                 server = _moto_server(listener)
             finally:
                 listener.close()  # the server holds a duplicate
+            self.port = int(server.server_address[1])
+            self.endpoint_url = f"http://127.0.0.1:{self.port}"
+            if restarting:
+                self.restarts += 1  # before `up` turns true: a reader never sees one alone
             self._server = server
             self._thread = threading.Thread(target=server.serve_forever, daemon=True, name="moto")
             self._thread.start()
-            self.port = int(server.server_address[1])
-            self.endpoint_url = f"http://127.0.0.1:{self.port}"
             return self.endpoint_url
 
     def stop(self) -> None:
@@ -121,7 +129,7 @@ class LocalAws:
         deadline = time.monotonic() + REBIND_S
         while not self._stopped.is_set():
             try:
-                url = self.start(port)
+                url = self._serve(port, restarting=True)
                 break
             except LocalAwsError:
                 # A connection's lingering end of the port: it frees itself shortly.
@@ -130,8 +138,8 @@ class LocalAws:
                 time.sleep(0.1)
         else:
             return self.endpoint_url
-        self.restarts += 1
-        logger.warning("local AWS (moto) serving again at %s", url)
+        if self.up:
+            logger.warning("local AWS (moto) serving again at %s", url)
         return url
 
 

@@ -166,6 +166,7 @@ def restart_aws(stack: Stack, down_s: float) -> Outage:
     """Take the stack's moto down for `down_s` through the fault API; check that a call
     fails meanwhile, then wait until one goes through again."""
     record = stack_record(stack)
+    sqs = _single_try_client("sqs", record["aws_url"])  # ahead: making one takes a while
     answer = httpx.post(
         f"{record['lambda_url']}/_stratoserve/faults/aws-restart",
         json={"down_s": down_s},
@@ -175,7 +176,6 @@ def restart_aws(stack: Stack, down_s: float) -> Outage:
     started = time.monotonic()
     assert answer.json()["endpoint_url"] == record["aws_url"], "the same port, after as before"
     outage = Outage(down_s=down_s)
-    sqs = _single_try_client("sqs", record["aws_url"])
     try:
         sqs.list_queues()
     except Exception as error:

@@ -82,21 +82,24 @@ def test_a_restart_drops_the_requests_in_flight(aws: LocalAws) -> None:
 
     def long_poll() -> None:
         try:
-            outcome.append(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5))
+            outcome.append(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=10))
         except Exception as error:
             outcome.append(error)
 
     polling = threading.Thread(target=long_poll)
     polling.start()
-    time.sleep(0.5)  # the request is in moto's hands
+    deadline = time.monotonic() + 10
+    while not aws._server.connections:  # the request is in moto's hands
+        assert time.monotonic() < deadline, "the long poll never reached moto"
+        time.sleep(0.05)
     started = time.monotonic()
     restarting, _ = _restart_in_background(aws, down_s=1.0)
-    polling.join(timeout=10)
+    polling.join(timeout=20)
     restarting.join(timeout=20)
 
     (error,) = outcome
     assert isinstance(error, ConnectionError | BotoCoreError), error
-    assert time.monotonic() - started < 4, "answered after the long poll, by a server that is down"
+    assert time.monotonic() - started < 8, "answered after the long poll, by a server that is down"
 
 
 def test_a_stop_during_a_restart_keeps_it_down(aws: LocalAws) -> None:

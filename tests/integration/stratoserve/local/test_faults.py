@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
 RESTART = "/_stratoserve/faults/aws-restart"
+DOWN_S = 4.0
 
 
 @pytest.fixture
@@ -52,15 +53,19 @@ def _with_api(aws: LocalAws, scenario: Callable[[httpx.AsyncClient], Awaitable[A
     return asyncio.run(run())
 
 
-def _list_queues(url: str) -> str:
-    """'ok', or the error of one try."""
-    sqs = boto3.client(
+def _sqs(url: str) -> Any:
+    """A client that tries once (made ahead: making one takes a while on a busy machine)."""
+    return boto3.client(
         "sqs",
         endpoint_url=url,
         region_name=REGION,
         config=Config(retries={"total_max_attempts": 1}),
         **DUMMY_CREDENTIALS,
     )
+
+
+def _list_queues(sqs: Any) -> str:
+    """'ok', or the error of one try."""
     try:
         sqs.list_queues()
     except EndpointConnectionError as error:
@@ -69,12 +74,15 @@ def _list_queues(url: str) -> str:
 
 
 def test_an_aws_restart_answers_once_it_is_down_and_it_comes_back(aws: LocalAws) -> None:
+    sqs = _sqs(aws.endpoint_url)
+
     async def scenario(client: httpx.AsyncClient) -> dict[str, Any]:
-        answer = await client.post(RESTART, json={"down_s": 1})
-        during = await asyncio.to_thread(_list_queues, aws.endpoint_url)
+        # Down long enough for three calls on a busy machine; one restart at a time.
+        answer = await client.post(RESTART, json={"down_s": DOWN_S})
+        during = await asyncio.to_thread(_list_queues, sqs)
         state_during = (await client.get("/_stratoserve/faults")).json()
-        again = await client.post(RESTART, json={"down_s": 1})
-        deadline = time.monotonic() + 15
+        again = await client.post(RESTART, json={"down_s": DOWN_S})
+        deadline = time.monotonic() + DOWN_S + 15
         while not aws.up and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return {
@@ -82,7 +90,7 @@ def test_an_aws_restart_answers_once_it_is_down_and_it_comes_back(aws: LocalAws)
             "during": during,
             "state_during": state_during,
             "again": again,
-            "after": await asyncio.to_thread(_list_queues, aws.endpoint_url),
+            "after": await asyncio.to_thread(_list_queues, sqs),
             "state_after": (await client.get("/_stratoserve/faults")).json(),
         }
 
@@ -90,7 +98,7 @@ def test_an_aws_restart_answers_once_it_is_down_and_it_comes_back(aws: LocalAws)
     seen = _with_api(aws, scenario)
 
     assert seen["answer"].status_code == 202
-    assert seen["answer"].json() == {"aws": "down", "down_s": 1.0, "endpoint_url": url}
+    assert seen["answer"].json() == {"aws": "down", "down_s": DOWN_S, "endpoint_url": url}
     assert seen["during"] == "EndpointConnectionError"
     assert seen["state_during"] == {"aws": {"up": False, "restarts": 0, "endpoint_url": url}}
     assert seen["again"].status_code == 409

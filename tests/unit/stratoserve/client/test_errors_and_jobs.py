@@ -129,6 +129,27 @@ def test_retry_after_is_honoured_within_the_cap() -> None:
     assert policy.delay(0, httpx.Response(429, headers={"retry-after": "2"})) == 2.0
     assert policy.delay(0, httpx.Response(429, headers={"retry-after": "120"})) == 8.0
     assert 0 <= policy.delay(3, httpx.Response(503)) <= 4.0  # full jitter up to 0.5 x 2^3
+    # An HTTP date, also in RFC 5322's "-0000" form (a naive datetime once parsed).
+    for date in ("Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 2015 07:28:00 -0000"):
+        assert policy.delay(0, httpx.Response(503, headers={"retry-after": date})) == 0.0
+
+
+def test_a_cancel_that_conflicts_is_final() -> None:
+    policy = Retries(attempts=3)
+    running = httpx.Response(409, json={"message": "job j1 is not queued (status: running)"})
+    assert policy.next_delay(0, running) is None
+    assert policy.next_delay(0, httpx.Response(503)) is not None
+    assert policy.next_delay(2, httpx.Response(503)) is None  # the third try was the last
+
+
+def test_every_predict_carries_an_idempotency_key_of_its_own() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"outputs": [7], "model": {"name": "digits", "version": "1"}, "api_version": "v2"}
+    client = _client([(200, answer), (200, answer)], seen)
+    client.predict("digits", [[0] * 64])
+    client.predict("digits", [[0] * 64])
+    keys = [request.headers.get("idempotency-key") for request in seen]
+    assert all(keys) and keys[0] != keys[1]
 
 
 def test_a_job_is_polled_with_backoff_until_its_outputs() -> None:
@@ -239,3 +260,29 @@ def test_the_async_client_follows_a_job_by_id() -> None:
     import asyncio
 
     assert asyncio.run(_async_job_lifecycle()) == ("running", "succeeded", [[0.5]])
+
+
+async def _async_retried_submit() -> tuple[str, int]:
+    answers = [(503, {"message": "try again"}), (0, httpx.ReadTimeout("slow")), (202, JOB)]
+    seen: list[httpx.Request] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status, body = answers.pop(0)
+        if isinstance(body, Exception):
+            raise body
+        return httpx.Response(status, json=body)
+
+    async with AsyncClient(
+        "http://api.test", "k", max_retries=2, transport=httpx.MockTransport(reply)
+    ) as client:
+        client.retries = Retries(attempts=3, first_s=0.001, most_s=0.01)
+        job = await client.submit("embed", ["a"])
+    assert len({request.headers["idempotency-key"] for request in seen}) == 1
+    return job.job_id, len(seen)
+
+
+def test_the_async_client_retries_the_same_way() -> None:
+    import asyncio
+
+    assert asyncio.run(_async_retried_submit()) == ("j1", 3)
