@@ -132,7 +132,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: models ## every benchmark in one run (~7 min), then docs/bench/report.md and its plots
+bench: models ## every benchmark in one run (~6 min on 2 cores), then docs/bench/report.md and its plots
 	$(BIN)/python bench/warm_latency.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/gateway_throughput.py
