@@ -139,6 +139,7 @@ bench: models ## every benchmark in one run (~6 min on 2 cores), then docs/bench
 	$(BIN)/python bench/worker_throughput.py
 	$(BIN)/python bench/job_latency.py
 	$(BIN)/python bench/layer_sizes.py
+	$(BIN)/python bench/model_quality.py
 	$(BIN)/python bench/gpu_check.py --skip-without-gpu  # says so and skips without CUDA
 	$(BIN)/python bench/report.py
 

@@ -150,6 +150,7 @@ def warm_latency(result: dict[str, Any], path: Path, *, other_run: bool) -> Path
         axes.plot([p50], [50], "o", color=color, markersize=4)
     # Log scale: the tail (p99) stays in view without squeezing the body of the curves.
     axes.set_xscale("log")
+    _plain_log_ticks(axes.xaxis)
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axes.set_ylim(0, 100)
     axes.set_xlabel("latency of one call (ms, log scale)")
@@ -361,6 +362,7 @@ def gpu_check(result: dict[str, Any], path: Path, *, other_run: bool) -> Path:
         speedup = "" if position == 0 else f"\n(GPU {gpu['texts_per_s'] / value:,.1f}×)"
         axes.text(position, value * 1.15, f"{value:,.0f} texts/s{speedup}", ha="center", fontsize=8)
     axes.set_yscale("log")
+    _plain_log_ticks(axes.yaxis)
     axes.set_ylim(top=gpu["texts_per_s"] * 8)
     axes.set_xticks(range(len(bars)), [label for label, _, _ in bars], fontsize=8)
     axes.set_ylabel("texts per second (log scale)")
@@ -413,3 +415,10 @@ def job_latency(result: dict[str, Any], path: Path, *, other_run: bool) -> Path:
     axes.legend(fontsize=7, loc="lower right")
     axes.grid(alpha=0.3)
     return _save(figure, path, result, other_run=other_run)
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """A log axis labelled 0.5, 2, 300 rather than 5x10^-1, 2x10^0, 3x10^2."""
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)

@@ -260,6 +260,34 @@ def _job_details(result: dict[str, Any]) -> list[str]:
     return [*table(["", "p50", "p95", "max"], rows), "", f"During the run {'; '.join(facts)}."]
 
 
+def _quality_repetitions(result: dict[str, Any]) -> str:
+    return (
+        f"the figures `stratoserve models build` measured on each version when it was built "
+        f"({result['build_seconds']:g} s now; up-to-date versions skipped)"
+    )
+
+
+def _quality_details(result: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{entry['model']} v{entry['version']} ({entry['recipe']})",
+            entry["measure"],
+            f"{entry['value']:.4f}",
+            f"{entry['gate']}",
+            entry["detail"],
+            f"{entry['size_bytes'] / 1024:,.1f}",
+            entry["built_at"][:10],
+        ]
+        for entry in result["versions"]
+    ]
+    header = ["version", "measure", "value", "build gate", "also", "size KB", "built"]
+    return table(header, rows)
+
+
+def _no_plot(*_: Any, **__: Any) -> None:
+    return None
+
+
 BENCHMARKS = (
     Benchmark(
         "cold_start", "Cold start", "python bench/cold_start.py", "Cold start",
@@ -290,5 +318,10 @@ BENCHMARKS = (
     Benchmark(
         "job_latency", "Job latency on the local stack", "python bench/job_latency.py",
         "Job latency", _job_repetitions, _job_details, plots.job_latency,
+    ),
+    Benchmark(
+        "model_quality", "Model quality against the build's gates",
+        "python bench/model_quality.py", "Model quality",
+        _quality_repetitions, _quality_details, _no_plot,
     ),
 )  # fmt: skip
