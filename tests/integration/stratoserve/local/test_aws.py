@@ -8,39 +8,21 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, EndpointConnectionError
 
-from stratoserve.local.aws import DUMMY_CREDENTIALS, REGION, LocalAws
-from tests.integration.stratoserve.moto import reset_moto
+from tests.integration.stratoserve.moto import local_aws, one_try_client
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from stratoserve.local.aws import LocalAws
+
 
 @pytest.fixture
 def aws() -> Iterator[LocalAws]:
-    local = LocalAws()
-    url = local.start()
-    try:
-        yield local
-    finally:
-        if not local.up:
-            local.start(local.port)
-        reset_moto(url)  # moto keeps its state per process, across server instances
-        local.stop()
-
-
-def _one_try(service: str, url: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        config=Config(retries={"total_max_attempts": 1}),
-        **DUMMY_CREDENTIALS,
-    )
+    with local_aws() as running:
+        yield running
 
 
 def _restart_in_background(
@@ -57,7 +39,7 @@ def test_a_restart_refuses_calls_then_serves_the_same_state_on_the_same_port(
     aws: LocalAws,
 ) -> None:
     url = aws.endpoint_url
-    sqs = _one_try("sqs", url)
+    sqs = one_try_client("sqs", url)
     queue = sqs.create_queue(QueueName=f"restart-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="kept")
 
@@ -76,7 +58,7 @@ def test_a_restart_refuses_calls_then_serves_the_same_state_on_the_same_port(
 def test_a_restart_drops_the_requests_in_flight(aws: LocalAws) -> None:
     """A long poll under way when the server goes down loses its answer, as in a real
     restart: it is not answered later by a server that is down."""
-    sqs = _one_try("sqs", aws.endpoint_url)
+    sqs = one_try_client("sqs", aws.endpoint_url)
     queue = sqs.create_queue(QueueName=f"restart-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     outcome: list[Any] = []
 

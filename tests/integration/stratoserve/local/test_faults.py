@@ -7,19 +7,18 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
-from stratoserve.local.aws import DUMMY_CREDENTIALS, REGION, LocalAws
 from stratoserve.local.faults import FaultsApi
 from stratoserve.local.lambda_api import LambdaApi
-from tests.integration.stratoserve.moto import reset_moto
+from tests.integration.stratoserve.moto import local_aws, one_try_client
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+
+    from stratoserve.local.aws import LocalAws
 
 RESTART = "/_stratoserve/faults/aws-restart"
 DOWN_S = 4.0
@@ -27,15 +26,8 @@ DOWN_S = 4.0
 
 @pytest.fixture
 def aws() -> Iterator[LocalAws]:
-    local = LocalAws()
-    url = local.start()
-    try:
-        yield local
-    finally:
-        if not local.up:
-            local.start(local.port)
-        reset_moto(url)
-        local.stop()
+    with local_aws() as running:
+        yield running
 
 
 def _with_api(aws: LocalAws, scenario: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
@@ -53,17 +45,6 @@ def _with_api(aws: LocalAws, scenario: Callable[[httpx.AsyncClient], Awaitable[A
     return asyncio.run(run())
 
 
-def _sqs(url: str) -> Any:
-    """A client that tries once (made ahead: making one takes a while on a busy machine)."""
-    return boto3.client(
-        "sqs",
-        endpoint_url=url,
-        region_name=REGION,
-        config=Config(retries={"total_max_attempts": 1}),
-        **DUMMY_CREDENTIALS,
-    )
-
-
 def _list_queues(sqs: Any) -> str:
     """'ok', or the error of one try."""
     try:
@@ -74,7 +55,7 @@ def _list_queues(sqs: Any) -> str:
 
 
 def test_an_aws_restart_answers_once_it_is_down_and_it_comes_back(aws: LocalAws) -> None:
-    sqs = _sqs(aws.endpoint_url)
+    sqs = one_try_client("sqs", aws.endpoint_url)  # ahead: making one takes a while
 
     async def scenario(client: httpx.AsyncClient) -> dict[str, Any]:
         # Down long enough for three calls on a busy machine; one restart at a time.

@@ -16,7 +16,7 @@ from stratoserve.local.aws import REGION, LocalAws, client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, Invocation
 from stratoserve.local.poller import EventSourcePoller
 from tests.conftest import ROOT, sample_event
-from tests.integration.stratoserve.moto import reset_moto
+from tests.integration.stratoserve.moto import local_aws
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -114,13 +114,8 @@ class Queues:
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[LocalAws]:
-    local = LocalAws()
-    url = local.start()
-    try:
-        yield local
-    finally:
-        reset_moto(url)  # moto keeps its state per process, across server instances
-        local.stop()
+    with local_aws() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
