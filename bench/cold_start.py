@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, median, write_result
+from bench.common import BENCH_KEY_ID, ROOT, machine, median, tenant_registry, write_result
 
 TARGET = 1.5
 
@@ -91,6 +91,7 @@ def _event() -> str:
         body=json.dumps({"inputs": [SENTENCE]}),
         isBase64Encoded=False,
     )
+    event["requestContext"]["identity"]["apiKeyId"] = BENCH_KEY_ID
     return json.dumps(event)
 
 
@@ -125,7 +126,9 @@ def main() -> None:
     # spawn write bytecode so no measured run pays for compiling.
     base_env.pop("PYTHONDONTWRITEBYTECODE", None)
     event = _event()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, tenant_registry() as registry:
+        # The first keyed event looks its tenant up, as a deployed function's does.
+        base_env.update(registry)
         one_version = _one_version_declaration(Path(directory))
         variants = {
             "framework": ([FRAMEWORK, event], {**base_env, "STRATOSERVE_CONFIG": str(one_version)}),

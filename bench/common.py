@@ -147,12 +147,15 @@ def start_dev_stack(state: Path, api_key: str) -> DevStack:
                 "dev",
                 "--port",
                 "0",
-                "--api-key",
-                api_key,
                 "--quiet",
             ],
             cwd=ROOT,
-            env={**os.environ, "STRATOSERVE_STATE_DIR": str(state)},
+            # The key in the environment: a command line is visible to every user (ps).
+            env={
+                **os.environ,
+                "STRATOSERVE_STATE_DIR": str(state),
+                "STRATOSERVE_DEV_API_KEY": api_key,
+            },
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -280,3 +283,32 @@ def write_table() -> None:
     if notes.exists():
         text += [notes.read_text()]
     (RESULTS / "README.md").write_text("\n".join(text))
+
+
+BENCH_KEY_ID = "benchkey01"
+"""The API key id the handler benchmarks' events carry (API Gateway adds it to each)."""
+
+
+@contextlib.contextmanager
+def tenant_registry() -> Iterator[dict[str, str]]:
+    """A moto server whose tenant registry knows BENCH_KEY_ID (a tenant on the most generous
+    plan), as `stratoserve keys create` leaves it: the variables a function needs to read it.
+    A function answers no keyed request without asking it, so the benchmarks pay what a
+    deployed function pays (boto3 on the first request, then a cached GetItem a minute)."""
+    from stratoserve.declaration import load_declaration
+    from stratoserve.local.aws import LocalAws, client, function_environment
+    from stratoserve.tenants import TenantRegistry, create_registry_table
+
+    table = "bench-tenants"
+    plan = load_declaration(ROOT / "stratoserve.toml").most_generous_plan() or ""
+    aws = LocalAws()
+    url = aws.start()
+    try:
+        dynamodb = client("dynamodb", url)
+        create_registry_table(dynamodb, table)
+        TenantRegistry(dynamodb, table).register(
+            BENCH_KEY_ID, "bench", plan, tenant_id="t-bench000000000000"
+        )
+        yield {**function_environment(url), "STRATOSERVE_TENANTS_TABLE": table}
+    finally:
+        aws.stop()

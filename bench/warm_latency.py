@@ -27,7 +27,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, median, percentile, write_result
+from bench.common import (
+    BENCH_KEY_ID,
+    ROOT,
+    machine,
+    median,
+    percentile,
+    tenant_registry,
+    write_result,
+)
 
 SENTENCE = "A man is eating a piece of bread."
 TARGET = 1.15
@@ -42,6 +50,7 @@ def _event() -> dict[str, Any]:
         body=json.dumps({"inputs": [SENTENCE]}),
         isBase64Encoded=False,
     )
+    event["requestContext"]["identity"]["apiKeyId"] = BENCH_KEY_ID
     return event
 
 
@@ -126,7 +135,12 @@ def main() -> None:
     os.environ["STRATOSERVE_CONFIG"] = str(ROOT / "stratoserve.toml")
     # The handler logs one JSON line per request, as on Lambda; its formatting cost is
     # measured, only the sink is /dev/null instead of CloudWatch.
-    with Path(os.devnull).open("w") as sink, contextlib.redirect_stdout(sink):
+    with (
+        Path(os.devnull).open("w") as sink,
+        contextlib.redirect_stdout(sink),
+        tenant_registry() as registry,
+    ):
+        os.environ.update(registry)  # the handler's tenant lookups find the registry
         from functions.api.handler import environment, handler
         from functions.runtime.models import ModelKey
 

@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--api-key",
         help="the dev API key (default: $STRATOSERVE_DEV_API_KEY, else the one kept in "
-        ".stratoserve/, else a new one)",
+        ".stratoserve/, else a new one). Prefer the variable: a command line is visible to "
+        "every user of the machine (ps)",
     )
     dev.add_argument("--quiet", action="store_true", help="no access log lines")
     dev.set_defaults(command=_dev)
@@ -122,9 +123,10 @@ def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     keys = commands.add_parser(
         "keys",
         help="tenants' API keys on usage plans, locally or on AWS",
-        description="Create, list and revoke tenants' API keys with API Gateway's own API: "
-        "against the running `stratoserve dev` (--target local, the default while it runs) "
-        "or a deployed stack (--target aws).",
+        description="Create, list and revoke tenants' API keys with API Gateway's own API, "
+        "each registered in the tenant registry the functions read: against the running "
+        "`stratoserve dev` (--target local, the default while it runs) or a deployed stack "
+        "(--target aws).",
     )
     keys.set_defaults(command=_help(keys))
     actions = keys.add_subparsers(title="commands", metavar="COMMAND")
@@ -137,13 +139,29 @@ def _keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke = actions.add_parser("revoke", help="disable a tenant's key: refused at once")
     revoke.add_argument("--tenant", required=True, type=_tenant_name)
     revoke.set_defaults(command=_keys_revoke)
+    rotate = actions.add_parser(
+        "rotate", help="a new key for a tenant (shown once), its old key revoked; same tenant"
+    )
+    rotate.add_argument("--tenant", required=True, type=_tenant_name)
+    rotate.set_defaults(command=_keys_rotate)
+    rotate_secret = actions.add_parser(
+        "rotate-secret",
+        help="a new version of a tenant's callback secret (jobs submitted from now on)",
+    )
+    rotate_secret.add_argument("--tenant", required=True, type=_tenant_name)
+    rotate_secret.set_defaults(command=_keys_rotate_secret)
+    migrate = actions.add_parser(
+        "migrate",
+        help="register keys made before the tenant registry (each keeps its jobs and secret)",
+    )
+    migrate.set_defaults(command=_keys_migrate)
     usage = actions.add_parser(
         "usage",
         help="requests per tenant; locally also model compute time and quota use",
     )
     usage.add_argument("--tenant", type=_tenant_name)
     usage.set_defaults(command=_keys_usage)
-    for action in (create, listing, revoke, usage):
+    for action in (create, listing, revoke, rotate, rotate_secret, migrate, usage):
         action.set_defaults(command=_aws_errors(action.get_default("command")))
         _config_option(action)
         action.add_argument(
@@ -259,13 +277,14 @@ def _models_build(arguments: argparse.Namespace) -> int:
 def _dev(arguments: argparse.Namespace) -> int:
     from stratoserve.local.environments import InvocationError
     from stratoserve.local.keys import BadKeyError, resolve_dev_key
-    from stratoserve.local.stack import DevOptions, StackError, serve, state_dir
+    from stratoserve.local.stack import DevOptions, StackError, secure_state_dir, serve, state_dir
 
     source = (arguments.config or default_path()).resolve()
     declaration = load_declaration(source)
     if not 0 <= arguments.port <= 65535:
         raise UsageError(f"--port {arguments.port}: must be 0..65535")
     state = state_dir(source.parent)
+    secure_state_dir(state)  # before the dev key is kept there
     try:
         api_key, key_source = resolve_dev_key(arguments.api_key, state)
     except BadKeyError as error:
@@ -311,6 +330,7 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
     """The key service for the chosen target, and the local key store when local."""
     from stratoserve.keys import KeyService, LocalKeyStore
     from stratoserve.local.stack import running_stack, state_dir
+    from stratoserve.tenants import TenantRegistry, table_name
 
     source = (arguments.config or default_path()).resolve()
     declaration = load_declaration(source)
@@ -320,7 +340,8 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
         from stratoserve.declaration.stages import deployed_prefix
 
         prefix = deployed_prefix(declaration.project.name, arguments.stage)
-        return KeyService(boto3.client("apigateway"), project=prefix), None
+        registry = TenantRegistry(boto3.client("dynamodb"), table_name(prefix))
+        return KeyService(boto3.client("apigateway"), project=prefix, registry=registry), None
     state = state_dir(source.parent)
     stack = running_stack(state)
     if stack is None:
@@ -329,7 +350,15 @@ def _key_service(arguments: argparse.Namespace) -> tuple[KeyService, LocalKeySto
         )
     from stratoserve.local.aws import client
 
-    service = KeyService(client("apigateway", stack["aws_url"]), project=declaration.project.name)
+    registry = TenantRegistry(
+        client("dynamodb", stack["aws_url"], stack.get("token")),
+        stack.get("jobs", {}).get("tenants_table") or table_name(declaration.project.name),
+    )
+    service = KeyService(
+        client("apigateway", stack["aws_url"], stack.get("token")),
+        project=declaration.project.name,
+        registry=registry,
+    )
     return service, LocalKeyStore(state)
 
 
@@ -355,11 +384,12 @@ def _keys_list(arguments: argparse.Namespace) -> int:
     if arguments.json:
         console.print_json(data=[asdict(key) for key in keys])
         return 0
-    table = Table("tenant", "plan", "key id", "state", "created")
+    table = Table("tenant", "tenant id", "plan", "key id", "state", "created")
     for key in keys:
-        table.add_row(
-            key.tenant, key.plan, key.key_id, "active" if key.enabled else "revoked", key.created
-        )
+        state = "active" if key.enabled else "revoked"
+        if key.enabled and key.tenant_id is None:
+            state = "unregistered: run `stratoserve keys migrate`"
+        table.add_row(key.tenant, key.tenant_id or "-", key.plan, key.key_id, state, key.created)
     console.print(table)
     return 0
 
@@ -373,6 +403,58 @@ def _keys_revoke(arguments: argparse.Namespace) -> int:
         console.print_json(data={"tenant": arguments.tenant, "revoked": revoked})
     else:
         console.print(f"revoked {', '.join(revoked)} of tenant {arguments.tenant}", highlight=False)
+    return 0
+
+
+def _keys_rotate(arguments: argparse.Namespace) -> int:
+    service, store = _key_service(arguments)
+    issued, old = service.rotate(arguments.tenant)
+    if store is not None:
+        store.rotate(issued)
+    if arguments.json:
+        console.print_json(data={**asdict(issued), "revoked": old})
+    else:
+        console.print(
+            f"created key {issued.key_id} for tenant {issued.tenant} (same tenant id, jobs and "
+            f"callback secret); revoked {', '.join(old)}\n"
+            f"  key (shown once): [bold]{issued.key}[/]",
+            highlight=False,
+        )
+    return 0
+
+
+def _keys_rotate_secret(arguments: argparse.Namespace) -> int:
+    service, store = _key_service(arguments)
+    entry = service.rotate_secret(arguments.tenant)
+    if store is not None:
+        store.set_secret_version(arguments.tenant, entry.secret_version)
+    if arguments.json:
+        console.print_json(
+            data={
+                "tenant": entry.tenant,
+                "tenant_id": entry.tenant_id,
+                "secret_version": entry.secret_version,
+            }
+        )
+    else:
+        console.print(
+            f"tenant {entry.tenant}: callback secret version {entry.secret_version} for jobs "
+            "submitted from now on (within a minute); jobs already submitted keep theirs. "
+            f"The secret: stratoserve jobs callback-secret --tenant {entry.tenant}",
+            highlight=False,
+        )
+    return 0
+
+
+def _keys_migrate(arguments: argparse.Namespace) -> int:
+    service, _ = _key_service(arguments)
+    migrated = service.migrate()
+    if arguments.json:
+        console.print_json(data=[asdict(key) for key in migrated])
+        return 0
+    console.print(f"registered {len(migrated)} key(s) made before the registry", highlight=False)
+    for key in migrated:
+        console.print(f"  {key.key_id} of tenant {key.tenant}", highlight=False)
     return 0
 
 

@@ -36,7 +36,9 @@ def add_jobs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     jobs.set_defaults(command=_help(jobs))
     actions = jobs.add_subparsers(title="commands", metavar="COMMAND")
     listing = actions.add_parser("list", help="jobs, oldest first")
-    listing.add_argument("--tenant", type=_tenant_name, help="only this tenant's jobs")
+    listing.add_argument(
+        "--tenant", type=_tenant_name, help="only this tenant's jobs (every id the name has had)"
+    )
     listing.add_argument(
         "--status",
         choices=["queued", "running", "succeeded", "failed", "cancelled"],
@@ -58,6 +60,11 @@ def add_jobs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="a tenant's secret for verifying job callbacks (x-stratoserve-signature)",
     )
     secret.add_argument("--tenant", required=True, type=_tenant_name)
+    secret.add_argument(
+        "--version",
+        type=_positive,
+        help="an earlier version (jobs submitted before a rotation); default: the current one",
+    )
     secret.set_defaults(command=_jobs_callback_secret)
     for action in (listing, show, redrive, secret):
         action.set_defaults(command=_aws_errors(action.get_default("command")))
@@ -76,18 +83,24 @@ def _job_admin(arguments: argparse.Namespace) -> JobAdmin:
     stack = running_stack(state_dir(source.parent))
     if stack is None or "jobs" not in stack:
         raise UsageError("no local stack is running: start `stratoserve dev` first")
-    aws_url = stack["aws_url"]
+    aws_url, token = stack["aws_url"], stack.get("token")
     resources = JobResources(**stack["jobs"])
-    return JobAdmin.connect(declaration, resources, lambda service: client(service, aws_url))
+    return JobAdmin.connect(declaration, resources, lambda service: client(service, aws_url, token))
 
 
-def _job_row(job: Job, store: JobStore) -> dict[str, Any]:
+def _tenant_names(admin: JobAdmin) -> dict[str, str]:
+    """Tenant id -> name, from the tenant registry (jobs are stored by id)."""
+    return {entry.tenant_id: entry.tenant for entry in admin.tenants.entries()}
+
+
+def _job_row(job: Job, store: JobStore, names: dict[str, str]) -> dict[str, Any]:
     """A job as the API shows it, less the result itself, plus the operator's fields."""
     from functions.runtime.job_view import job_view
 
     view = job_view(job, store)
     view.pop("result", None)
-    view["tenant"] = job.tenant
+    view["tenant"] = names.get(job.tenant, job.tenant)
+    view["tenant_id"] = job.tenant
     view["correlation_id"] = job.correlation_id
     if job.status == "succeeded":
         view["result_bytes"] = job.result_bytes or len(job.result or "")
@@ -101,8 +114,9 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
     admin = _job_admin(arguments)
     status = JobStatus(arguments.status) if arguments.status else None
     jobs = admin.jobs(arguments.tenant, status)[-arguments.limit :]
+    names = _tenant_names(admin)
     if arguments.json:
-        console.print_json(data=[_job_row(job, admin.store) for job in jobs])
+        console.print_json(data=[_job_row(job, admin.store, names) for job in jobs])
         return 0
     if not jobs:
         console.print("no jobs", highlight=False)
@@ -111,10 +125,10 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
         "job id", "tenant", "model", "status", "backend", "inputs", "attempts", "created", "error"
     )
     for job in jobs:
-        row = _job_row(job, admin.store)
+        row = _job_row(job, admin.store, names)
         table.add_row(
             job.job_id,
-            job.tenant,
+            row["tenant"],
             f"{job.model}:{job.version}",
             str(job.status),
             job.backend,
@@ -132,7 +146,7 @@ def _jobs_show(arguments: argparse.Namespace) -> int:
     job = admin.find(arguments.job_id, arguments.tenant)
     if job is None:
         raise UsageError(f"no job {arguments.job_id}")
-    console.print_json(data=_job_row(job, admin.store))
+    console.print_json(data=_job_row(job, admin.store, _tenant_names(admin)))
     return 0
 
 
@@ -159,21 +173,44 @@ def _jobs_redrive(arguments: argparse.Namespace) -> int:
 
 
 def _jobs_callback_secret(arguments: argparse.Namespace) -> int:
+    """The tenant's callback secret, for its current tenant id (kept in keys.json: no running
+    stack needed) and its current secret version, or an earlier `--version`."""
     from functions.runtime.callbacks import SIGNATURE_HEADER, tenant_secret
+    from stratoserve.keys import LocalKeyStore
     from stratoserve.local.stack import callback_signing_key, state_dir
 
     source = (arguments.config or default_path()).resolve()
     load_declaration(source)
-    secret = tenant_secret(
-        callback_signing_key(state_dir(source.parent)).encode(), arguments.tenant
-    )
+    state = state_dir(source.parent)
+    active = [
+        key for key in LocalKeyStore(state).load() if key.tenant == arguments.tenant and key.enabled
+    ]
+    if not active:
+        raise UsageError(
+            f"tenant {arguments.tenant} has no active key: its callbacks are signed no more"
+        )
+    current = active[-1]
+    tenant_id = current.tenant_id or current.tenant  # a key kept from before the registry
+    version = arguments.version or current.secret_version
+    if version > current.secret_version:
+        raise UsageError(
+            f"tenant {arguments.tenant} is at callback secret version {current.secret_version}"
+        )
+    secret = tenant_secret(callback_signing_key(state).encode(), tenant_id, version)
     if arguments.json:
-        console.print_json(data={"tenant": arguments.tenant, "callback_secret": secret})
+        console.print_json(
+            data={
+                "tenant": arguments.tenant,
+                "tenant_id": tenant_id,
+                "secret_version": version,
+                "callback_secret": secret,
+            }
+        )
     else:
         # Shown on request, to the operator: the tenant verifies callbacks with it.
         console.print(
-            f"callback secret of tenant {arguments.tenant} (verifies {SIGNATURE_HEADER}): "
-            f"[bold]{secret}[/]",
+            f"callback secret of tenant {arguments.tenant} ({tenant_id}), version {version} "
+            f"(verifies {SIGNATURE_HEADER}): [bold]{secret}[/]",
             highlight=False,
         )
     return 0

@@ -2,8 +2,9 @@
 
 `create_job_resources` lays out in the local stack's moto what the CDK app deploys: the
 jobs queue and its dead-letter queue (redrive after `max_receive_count` deliveries), the
-job table (tenant + job id, TTL) and the results bucket. `JobAdmin` lists and shows jobs
-and redrives the dead-letter queue, with the same boto3 calls against either.
+job table (tenant id + job id, TTL), the results bucket and the tenant registry.
+`JobAdmin` lists and shows jobs and redrives the dead-letter queue, with the same boto3
+calls against either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions.runtime.job_store import JobStore
 from functions.runtime.jobs import JobMessage, JobStatus, MalformedMessage
+from stratoserve.tenants import TenantRegistry, create_registry_table, table_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,6 +32,12 @@ class JobResources:
     dead_letter_queue_url: str
     table: str
     bucket: str
+    tenants_table: str = ""
+    """The tenant registry (API key id -> tenant), which `stratoserve keys` writes."""
+    callbacks_queue_url: str = ""
+    """Finished jobs' callbacks, consumed by the worker (functions/worker/callbacks.py)."""
+    callbacks_queue_arn: str = ""
+    callbacks_dead_letter_queue_url: str = ""
 
     def environment(self) -> dict[str, str]:
         """What the functions are told (the CDK app sets the same variables)."""
@@ -37,6 +45,8 @@ class JobResources:
             "STRATOSERVE_JOBS_TABLE": self.table,
             "STRATOSERVE_JOBS_BUCKET": self.bucket,
             "STRATOSERVE_JOBS_QUEUE_URL": self.queue_url,
+            "STRATOSERVE_TENANTS_TABLE": self.tenants_table,
+            "STRATOSERVE_CALLBACKS_QUEUE_URL": self.callbacks_queue_url,
         }
 
     def as_dict(self) -> dict[str, str]:
@@ -50,37 +60,24 @@ def resource_names(declaration: Declaration) -> dict[str, str]:
         "dead_letter_queue": f"{project}-jobs-dlq",
         "table": f"{project}-jobs",
         "bucket": f"{project}-jobs",
+        "tenants_table": table_name(project),
+        "callbacks_queue": f"{project}-callbacks",
+        "callbacks_dead_letter_queue": f"{project}-callbacks-dlq",
     }
 
 
 def create_job_resources(declaration: Declaration, client: Callable[[str], Any]) -> JobResources:
-    """Create (or find) the queue, DLQ, table and bucket; `client(service)` gives boto3
+    """Create (or find) the queue, DLQ, tables and bucket; `client(service)` gives boto3
     clients for the target account."""
     names = resource_names(declaration)
     sqs = client("sqs")
-    dlq_url = sqs.create_queue(
-        QueueName=names["dead_letter_queue"],
-        Attributes={"MessageRetentionPeriod": str(14 * 86_400)},
-    )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = {
-        "deadLetterTargetArn": dlq_arn,
-        "maxReceiveCount": declaration.jobs.max_receive_count,
-    }
-    queue_url = sqs.create_queue(
-        QueueName=names["queue"],
-        Attributes={
-            "VisibilityTimeout": str(declaration.visibility_timeout_s()),
-            "RedrivePolicy": json.dumps(redrive),
-            # A message lives as long as its job (SQS keeps one 14 days at most).
-            "MessageRetentionPeriod": str(min(declaration.jobs.ttl_days, 14) * 86_400),
-        },
-    )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    queue_url, queue_arn, dlq_url = _create_queue(
+        sqs,
+        names["queue"],
+        names["dead_letter_queue"],
+        declaration.jobs.max_receive_count,
+        declaration,
+    )
     dynamodb = client("dynamodb")
     try:
         dynamodb.create_table(
@@ -101,6 +98,15 @@ def create_job_resources(declaration: Declaration, client: Callable[[str], Any])
         )
     except dynamodb.exceptions.ResourceInUseException:
         pass
+    create_registry_table(dynamodb, names["tenants_table"])
+    # One POST a delivery: `callback_attempts` deliveries, then its dead-letter queue.
+    callbacks_url, callbacks_arn, callbacks_dlq_url = _create_queue(
+        sqs,
+        names["callbacks_queue"],
+        names["callbacks_dead_letter_queue"],
+        declaration.jobs.callback_attempts,
+        declaration,
+    )
     s3 = client("s3")
     owned = (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists)
     with contextlib.suppress(*owned):
@@ -126,7 +132,38 @@ def create_job_resources(declaration: Declaration, client: Callable[[str], Any])
         dead_letter_queue_url=dlq_url,
         table=names["table"],
         bucket=names["bucket"],
+        tenants_table=names["tenants_table"],
+        callbacks_queue_url=callbacks_url,
+        callbacks_queue_arn=callbacks_arn,
+        callbacks_dead_letter_queue_url=callbacks_dlq_url,
     )
+
+
+def _create_queue(
+    sqs: Any, name: str, dead_letters: str, max_receive_count: int, declaration: Declaration
+) -> tuple[str, str, str]:
+    """A queue and its dead-letter queue, as infra_cdk/constructs/_queues.py deploys them:
+    (url, arn, the dead-letter queue's url)."""
+
+    def arn(url: str) -> str:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return str(attributes["Attributes"]["QueueArn"])
+
+    dlq_url = sqs.create_queue(
+        QueueName=dead_letters,
+        Attributes={"MessageRetentionPeriod": str(14 * 86_400)},
+    )["QueueUrl"]
+    redrive = {"deadLetterTargetArn": arn(dlq_url), "maxReceiveCount": max_receive_count}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(declaration.visibility_timeout_s()),
+            "RedrivePolicy": json.dumps(redrive),
+            # A message lives as long as its job (SQS keeps one 14 days at most).
+            "MessageRetentionPeriod": str(min(declaration.jobs.ttl_days, 14) * 86_400),
+        },
+    )["QueueUrl"]
+    return url, arn(url), dlq_url
 
 
 @dataclass(frozen=True)
@@ -142,9 +179,12 @@ class Redrive:
 
 
 class JobAdmin:
-    def __init__(self, resources: JobResources, store: JobStore, sqs: Any) -> None:
+    def __init__(
+        self, resources: JobResources, store: JobStore, sqs: Any, tenants: TenantRegistry
+    ) -> None:
         self.resources = resources
         self.store = store
+        self.tenants = tenants
         self._sqs = sqs
 
     @classmethod
@@ -158,14 +198,37 @@ class JobAdmin:
             dynamodb=client("dynamodb"),
             s3=client("s3"),
         )
-        return cls(resources, store, client("sqs"))
+        registry = TenantRegistry(
+            client("dynamodb"),
+            resources.tenants_table or resource_names(declaration)["tenants_table"],
+        )
+        return cls(resources, store, client("sqs"), registry)
+
+    def tenant_ids(self, tenant: str) -> list[str]:
+        """Every id tenant name `tenant` has had, and the name itself (the jobs of a key
+        made before the registry are stored under its name)."""
+        ids = self.tenants.tenant_ids(tenant)
+        return ids if tenant in ids else [*ids, tenant]
 
     def jobs(self, tenant: str | None = None, status: JobStatus | None = None) -> list[Job]:
-        return sorted(self.store.jobs(tenant, status), key=lambda job: job.created_at)
+        """Every job, or tenant name `tenant`'s (under each id it has had), oldest first."""
+        if tenant is None:
+            found = list(self.store.jobs(None, status))
+        else:
+            found = [
+                job
+                for tenant_id in self.tenant_ids(tenant)
+                for job in self.store.jobs(tenant_id, status)
+            ]
+        return sorted(found, key=lambda job: job.created_at)
 
     def find(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is not None:
-            return self.store.get(tenant, job_id)
+            for tenant_id in self.tenant_ids(tenant):
+                job = self.store.get(tenant_id, job_id)
+                if job is not None:
+                    return job
+            return None
         return next((job for job in self.store.jobs() if job.job_id == job_id), None)
 
     def dead_letters(self) -> Iterator[dict[str, Any]]:

@@ -21,26 +21,27 @@ async def current_environment() -> ExecutionEnvironment:
 EnvironmentDep = Annotated[ExecutionEnvironment, Depends(current_environment)]
 
 
-async def current_tenant(request: Request, environment: EnvironmentDep) -> Tenant | None:
-    """The caller's tenant, from the API key API Gateway checked; None without a key
-    (only a direct invocation, never a call through API Gateway, has none)."""
+async def current_tenant(request: Request, environment: EnvironmentDep) -> Tenant:
+    """The caller's tenant, from the API key API Gateway checked. An event without a key id,
+    or with one the tenant registry does not hold (a direct invocation, or a misconfigured
+    gateway), gets API Gateway's own answer to a missing key: 403 Forbidden. Never a
+    tenant without a plan."""
     event = request.scope.get("aws.event") or {}
     identity = (event.get("requestContext") or {}).get("identity") or {}
     key_id = identity.get("apiKeyId")
-    if not key_id:
-        return None
+    if not key_id or not isinstance(key_id, str):
+        raise ApiError(403, "Forbidden")
     try:
         tenant = environment.tenants.lookup(key_id)
     except TenantLookupError as error:
         logger.error("tenant lookup failed", extra={"error": str(error)})
         raise ApiError(503, "could not identify the caller's tenant; try again") from None
-    if tenant is None and environment.declaration.plans:
-        # A key stratoserve did not issue belongs to no usage plan: API Gateway refuses
-        # those, so only a misconfigured gateway lets one through. Refuse it here too.
+    plans = environment.declaration.plans
+    if tenant is None or (plans and tenant.plan not in plans):
+        # A key whose plan is no longer declared would otherwise run without limits.
         raise ApiError(403, "Forbidden")
-    if tenant is not None:
-        logger.append_keys(tenant=tenant.name, plan=tenant.plan)
+    logger.append_keys(tenant=tenant.name, tenant_id=tenant.id, plan=tenant.plan)
     return tenant
 
 
-TenantDep = Annotated[Tenant | None, Depends(current_tenant)]
+TenantDep = Annotated[Tenant, Depends(current_tenant)]

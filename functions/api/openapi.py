@@ -17,6 +17,7 @@ from fastapi import Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
+from functions.runtime.callbacks import MAX_URL_LENGTH
 from functions.runtime.jobs import JobStatus
 from functions.runtime.models import FLOAT32_MAX
 
@@ -175,7 +176,9 @@ def submit_body(tasks: Mapping[str, str]) -> dict[str, Any]:
     callback_url = {
         "type": "string",
         "format": "uri",
-        "description": "https URL that gets the finished job in a signed POST",
+        "maxLength": MAX_URL_LENGTH,
+        "description": "https URL (port 443, a public host) that gets the finished job in a "
+        "signed POST, at least once",
     }
     return _json_body(
         {

@@ -18,10 +18,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.runtime.aws import AwsClients, describe_error, error_code, public_reason
-from functions.runtime.callbacks import CallbackSender
+from functions.runtime.callbacks import CallbackSender, resolve_host
 from functions.runtime.job_service import JobService, JobsUnavailable
 from functions.runtime.models import LoadedModel, ModelKey, ModelUnavailableError, load_model
-from functions.runtime.observability import logger, record_model_load
+from functions.runtime.observability import logger, record_model_load, stuck_job_metrics
 from functions.runtime.session_cache import SessionCache
 from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
@@ -30,7 +30,10 @@ from stratoserve.declaration.schema import WORKER_FUNCTION
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
+    from functions.runtime.callback_queue import CallbackQueue
+    from functions.runtime.callbacks import Resolver
     from functions.runtime.gpu import GpuBackend
+    from functions.runtime.jobs import Job
     from stratoserve.declaration import Declaration, FunctionSpec, PlanSpec
 
 
@@ -46,6 +49,11 @@ class Settings(BaseSettings):
     jobs_table: str | None = None
     jobs_bucket: str | None = None
     jobs_queue_url: str | None = None
+    tenants_table: str | None = None
+    """The tenant registry: API key id -> tenant (functions/runtime/tenants.py)."""
+    callbacks_queue_url: str | None = None
+    """The callbacks queue: the worker queues finished jobs' callbacks there, and
+    consumes it (functions/worker/callbacks.py)."""
     callback_signing_key: SecretStr | None = None
     """Locally: the key tenants' callback secrets derive from (the local stack sets it)."""
     callback_secret_arn: str | None = None
@@ -54,6 +62,8 @@ class Settings(BaseSettings):
     """Set by `stratoserve dev`: job callbacks may go to http://localhost."""
     gpu_executor_url: str | None = None
     """Locally: the GPU executor that `stratoserve dev` runs in place of Modal."""
+    gpu_executor_token: SecretStr | None = None
+    """Locally: the token the GPU executor asks of its callers (the worker's only)."""
     modal_secret_arn: str | None = None
     """On AWS: the Secrets Manager secret with the Modal token ({"token_id", "token_secret"});
     without it (and without an executor), Modal's own configuration (MODAL_TOKEN_ID/SECRET)."""
@@ -91,6 +101,7 @@ class ExecutionEnvironment:
         *,
         memory_mb: int | None = None,
         settings: Settings | None = None,
+        resolve: Resolver = resolve_host,
     ) -> None:
         if function not in declaration.functions:
             known = ", ".join(sorted(declaration.functions))
@@ -105,10 +116,13 @@ class ExecutionEnvironment:
         self.memory_mb = memory_mb or self.function.memory_mb
         budget = int(self.memory_mb * declaration.runtime.model_memory_fraction) << 20
         self.cache = SessionCache(load=self._load, budget_bytes=budget)
-        self.tenants = TenantDirectory()
         self.settings = settings or Settings()
         self.aws = AwsClients()
+        self.tenants = TenantDirectory(self.settings.tenants_table, lambda: self.aws.dynamodb)
         self._jobs: JobService | None = None
+        self._callback_queue: CallbackQueue | None = None
+        self.resolve_host = resolve
+        """How callback hosts are resolved, at submission and before each POST."""
 
     @property
     def jobs(self) -> JobService:
@@ -135,6 +149,7 @@ class ExecutionEnvironment:
                 bucket=settings.jobs_bucket,
                 dynamodb=self.aws.dynamodb,
                 s3=self.aws.s3,
+                on_settled=_log_stuck_job,
             )
             queue = JobQueue(queue_url=settings.jobs_queue_url, sqs=self.aws.sqs)
             self._jobs = JobService(store=store, queue=queue)
@@ -144,11 +159,29 @@ class ExecutionEnvironment:
         """Lambda's client, built on a warm-up's first fan-out (boto3 is imported then)."""
         return self.aws.lambda_client(self.settings.lambda_endpoint_url)
 
+    @property
+    def callback_queue(self) -> CallbackQueue:
+        """The callbacks queue, built on first use (boto3 is imported then)."""
+        if self._callback_queue is None:
+            from functions.runtime.callback_queue import CallbackQueue
+
+            if not self.settings.callbacks_queue_url:
+                raise JobsUnavailable(
+                    "callbacks are not set up for this function "
+                    "(STRATOSERVE_CALLBACKS_QUEUE_URL unset)",
+                    retryable=False,
+                )
+            self._callback_queue = CallbackQueue(
+                queue_url=self.settings.callbacks_queue_url, sqs=self.aws.sqs
+            )
+        return self._callback_queue
+
     def callback_sender(self) -> CallbackSender:
         return CallbackSender(
             self._signing_key,
             attempts=self.declaration.jobs.callback_attempts,
             allow_loopback=self.settings.local_stack,
+            resolve=self.resolve_host,
         )
 
     def gpu_backend(self) -> GpuBackend:
@@ -157,7 +190,10 @@ class ExecutionEnvironment:
         from functions.runtime.gpu import LocalExecutorBackend, ModalBackend
 
         if self.settings.gpu_executor_url:
-            return LocalExecutorBackend(self.settings.gpu_executor_url)
+            token = self.settings.gpu_executor_token
+            return LocalExecutorBackend(
+                self.settings.gpu_executor_url, token=token.get_secret_value() if token else ""
+            )
         gpu = self.declaration.gpu
         if gpu is None:
             raise RuntimeError("no [gpu] table in the declaration")
@@ -269,3 +305,10 @@ def get_environment() -> ExecutionEnvironment:
     )
     environment.cache.preload(environment.served_keys())
     return environment
+
+
+def _log_stuck_job(job: Job) -> None:
+    logger.warning(
+        "stuck job settled as failed",
+        extra={"reason": job.error, **stuck_job_metrics(job.job_id, job.attempts)},
+    )

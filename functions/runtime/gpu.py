@@ -84,8 +84,9 @@ class LocalExecutorBackend:
 
     name = "local GPU executor"
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, token: str = "", timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
+        self._token = token
         self.timeout_s = timeout_s
 
     def spawn(self, model: str, version: str, inputs: list[Any], correlation_id: str) -> str:
@@ -110,9 +111,11 @@ class LocalExecutorBackend:
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
+        # The executor answers only the stack's token (stratoserve/local/loopback.py).
+        headers = {"content-type": "application/json"}
+        if self._token:
+            headers["authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with _DIRECT.open(request, timeout=self.timeout_s) as response:
                 answer: dict[str, Any] = json.loads(response.read())

@@ -87,9 +87,11 @@ class JobService:
         idempotency_key: str | None = None,
         backend: str = BACKEND_LAMBDA,
         inputs_json: bytes | None = None,
+        secret_version: int = 1,
     ) -> Submission:
         """Store and queue a job for `backend` (see functions.runtime.routing);
-        `inputs_json` is `inputs` as JSON, when the caller has it already."""
+        `inputs_json` is `inputs` as JSON, when the caller has it already. `tenant` is the
+        tenant's id; `secret_version`, its callback secret's version now."""
         if inputs_json is None:
             inputs_json = orjson.dumps(inputs)
         now = self._clock()
@@ -108,6 +110,7 @@ class JobService:
             request_hash=request_hash(model, version, inputs_json, callback_url),
             callback_url=callback_url,
             backend=backend,
+            secret_version=secret_version,
         )
         try:
             stored, created = self.store.create(job)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from functions.runtime.aws import error_code
+from functions.runtime.callback_queue import CallbackState
 from functions.runtime.jobs import BACKEND_LAMBDA, BACKEND_MODAL, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ class JobNotCancellable(Exception):
         )
         self.job = job
 
+
+ENQUEUED = {"state": CallbackState.ENQUEUED, "delivered": False}
+"""A job's callback outcome while it waits on the callbacks queue."""
 
 HANDED_TO_CPU = "cpu"
 """A fallen-back job's follow_up once its CPU run is queued: no follow-up token matches."""
@@ -56,6 +60,7 @@ _NUMBERS = (
     "result_bytes",
     "redrives",
     "dispatched_at",
+    "secret_version",
 )
 _STRINGS = (
     "tenant",
@@ -135,8 +140,13 @@ class JobStore:
         ttl_days: int,
         result_inline_max_bytes: int,
         max_receive_count: int,
+        unclaimed_after_s: float | None = None,
+        on_settled: Callable[[Job], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`unclaimed_after_s`: how long a queued job's message may still be on its way to
+        a worker (Declaration.unclaimed_job_after_s); None, never settle queued jobs.
+        `on_settled` hears of each job a read settled as failed (the StuckJobs metric)."""
         self.table = table
         self.bucket = bucket
         self._dynamodb = dynamodb
@@ -144,6 +154,8 @@ class JobStore:
         self.ttl_s = ttl_days * 86_400
         self.result_inline_max_bytes = result_inline_max_bytes
         self.max_receive_count = max_receive_count
+        self.unclaimed_after_s = unclaimed_after_s
+        self._on_settled = on_settled
         self._clock = clock
 
     @classmethod
@@ -155,6 +167,7 @@ class JobStore:
         bucket: str,
         dynamodb: DynamoDBClient,
         s3: S3Client,
+        on_settled: Callable[[Job], None] | None = None,
     ) -> JobStore:
         """The store with the declaration's `[jobs]` settings."""
         jobs = declaration.jobs
@@ -166,6 +179,8 @@ class JobStore:
             ttl_days=jobs.ttl_days,
             result_inline_max_bytes=jobs.result_inline_max_kb * 1024,
             max_receive_count=jobs.max_receive_count,
+            unclaimed_after_s=declaration.unclaimed_job_after_s(),
+            on_settled=on_settled,
         )
 
     # -- records -------------------------------------------------------------------------
@@ -188,14 +203,13 @@ class JobStore:
             existing = self._read(job.tenant, job.job_id)
             if existing is None:  # expired between the two calls: try once more
                 return self.create(job)
-            return existing, False
+            # A replay answers the job as a read shows it (a stuck one, failed).
+            return self._settle(existing), False
         return job, True
 
     def get(self, tenant: str, job_id: str) -> Job | None:
         job = self._read(tenant, job_id)
-        if job is None or job.status != JobStatus.RUNNING:
-            return job
-        return self._settle_abandoned(job)
+        return None if job is None else self._settle(job)
 
     def start(
         self, tenant: str, job_id: str, *, lease_s: float, delivery: int | None = None
@@ -369,8 +383,9 @@ class JobStore:
             "SET #status = :queued, attempts = :zero, updated_at = :now, "
             "redrives = if_not_exists(redrives, :zero) + :one"
             f"{', backend = :backend' if backend else ''} "
+            # Its callback is due again when it finishes again.
             "REMOVE #error, finished_at, lease_until, started_at, gpu_call_id, dispatched_at, "
-            "fallback, follow_up",
+            "fallback, follow_up, callback, callback_state",
             "#status IN (:failed, :running)",
             {
                 ":queued": {"S": JobStatus.QUEUED},
@@ -518,15 +533,60 @@ class JobStore:
             if not _is_condition_failure(error):
                 raise
 
-    def record_callback(self, tenant: str, job_id: str, outcome: dict[str, Any]) -> None:
-        self._dynamodb.update_item(
-            TableName=self.table,
-            Key=self._key(tenant, job_id),
-            UpdateExpression="SET callback = :outcome",
-            # Never recreate a record that expired meanwhile (it would have no status).
-            ConditionExpression="attribute_exists(job_id)",
-            ExpressionAttributeValues={":outcome": {"S": orjson.dumps(outcome).decode()}},
+    def callback_enqueued(self, tenant: str, job_id: str) -> bool:
+        """The finished job's callback is on the callbacks queue; False when it was
+        already (a redelivery of the job's message enqueues only a pending callback)."""
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression="SET callback = :outcome, callback_state = :enqueued",
+                # Pending: a callback URL, and neither a state nor an outcome (a record from
+                # before callback states with an outcome was called back already).
+                ConditionExpression=(
+                    "attribute_exists(callback_url) AND attribute_not_exists(callback_state) "
+                    "AND attribute_not_exists(callback)"
+                ),
+                ExpressionAttributeValues={
+                    ":outcome": {"S": orjson.dumps(ENQUEUED).decode()},
+                    ":enqueued": {"S": CallbackState.ENQUEUED},
+                },
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def record_callback(self, tenant: str, job_id: str, outcome: dict[str, Any]) -> bool:
+        """How the callback went (its `state`: enqueued while it is retried, then
+        delivered or failed); False when a delivery was recorded already (a duplicate
+        message's outcome does not overwrite it)."""
+        state = CallbackState(
+            outcome.get("state")
+            or (CallbackState.DELIVERED if outcome.get("delivered") else CallbackState.FAILED)
         )
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression="SET callback = :outcome, callback_state = :state",
+                # Never recreate a record that expired meanwhile (it would have no status).
+                ConditionExpression=(
+                    "attribute_exists(job_id) "
+                    "AND (attribute_not_exists(callback_state) OR callback_state <> :delivered)"
+                ),
+                ExpressionAttributeValues={
+                    ":outcome": {"S": orjson.dumps(outcome).decode()},
+                    ":state": {"S": state},
+                    ":delivered": {"S": CallbackState.DELIVERED},
+                },
+            )
+        except Exception as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     def jobs(self, tenant: str | None = None, status: JobStatus | None = None) -> Iterator[Job]:
         """A tenant's jobs (a query), or every tenant's (a scan: an operator's view)."""
@@ -542,9 +602,36 @@ class JobStore:
         for page in paginator.paginate(**options):
             for item in page.get("Items", []):
                 job = _job(item)
-                if job.expires_at < now or (status is not None and job.status != status):
+                if job.expires_at < now:
                     continue
-                yield self._settle_abandoned(job) if job.status == JobStatus.RUNNING else job
+                job = self._settle(job)
+                if status is None or job.status == status:
+                    yield job
+
+    def sweep(self) -> int:
+        """Settle every job that can never run any more, as a read would (never sent,
+        dead-lettered unclaimed, abandoned mid-run): what the scheduled sweep calls, so a
+        stuck job is failed, and heard of by `on_settled` (the StuckJobs metric and its
+        alarm), even when nobody reads it. A scan of the unfinished jobs only; returns how
+        many it failed."""
+        paginator = self._dynamodb.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression="#status IN (:queued, :running)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":queued": {"S": JobStatus.QUEUED},
+                ":running": {"S": JobStatus.RUNNING},
+            },
+        )
+        now = self._clock()
+        settled = 0
+        for page in pages:
+            for item in page.get("Items", []):
+                job = _job(item)
+                if job.expires_at >= now and self._settle(job).status == JobStatus.FAILED:
+                    settled += 1
+        return settled
 
     # -- payloads in S3 --------------------------------------------------------------------
 
@@ -614,6 +701,55 @@ class JobStore:
         job = _job(item)
         return None if job.expires_at < self._clock() else job
 
+    def _settle(self, job: Job) -> Job:
+        """The job as it stands: one that can never run any more is failed, with why."""
+        if job.status == JobStatus.RUNNING:
+            return self._settle_abandoned(job)
+        if job.status == JobStatus.QUEUED:
+            return self._settle_unclaimed(job)
+        return job
+
+    def _settle_unclaimed(self, job: Job) -> Job:
+        """A queued job that no delivery has claimed for longer than its message can take
+        to reach a worker (unclaimed_after_s, from the queue's settings) never will: its
+        message was never sent (the submitting invocation died between the record and the
+        send), or every delivery died before claiming it and SQS moved it to the
+        dead-letter queue. Say so, rather than show it queued until it expires.
+
+        Written, as an abandoned job is, with a condition on the record read: a worker
+        that claims it later finds it failed and leaves it, so every reader agrees; a
+        redrive (`stratoserve jobs redrive`) queues it again."""
+        if (
+            self.unclaimed_after_s is None
+            or job.attempts != 0
+            or job.updated_at + self.unclaimed_after_s > self._clock()
+        ):
+            return job
+        sent = "sent, then dead-lettered unclaimed" if job.message_id else "never sent"
+        reason = (
+            f"never picked up: no worker claimed it within {self.unclaimed_after_s:.0f} s of "
+            f"being queued (its message was {sent}: the submitting call or every delivery "
+            "died first); submit it again"
+        )
+        if self._conditional_update(
+            job.tenant,
+            job.job_id,
+            "SET #status = :failed, #error = :reason, finished_at = :now, updated_at = :now",
+            "#status = :queued AND attempts = :zero AND updated_at = :seen",
+            {
+                ":failed": {"S": JobStatus.FAILED},
+                ":reason": {"S": reason},
+                ":queued": {"S": JobStatus.QUEUED},
+                ":zero": _number(0),
+                ":seen": _number(job.updated_at),
+            },
+        ):
+            settled = self._read(job.tenant, job.job_id) or job
+            if self._on_settled is not None:
+                self._on_settled(settled)
+            return settled
+        return self._read(job.tenant, job.job_id) or job
+
     def _settle_abandoned(self, job: Job) -> Job:
         """A running job whose last allowed delivery ended without a word (the worker was
         killed, or timed out) will never run again: SQS moves its message to the
@@ -630,8 +766,11 @@ class JobStore:
             f"{f' (last error: {job.error})' if job.error else ''}; the message is in the "
             "dead-letter queue, where `stratoserve jobs redrive` retries it"
         )
-        self.fail(job.tenant, job.job_id, reason)
-        return self._read(job.tenant, job.job_id) or job
+        settled = self.fail(job.tenant, job.job_id, reason)
+        job = self._read(job.tenant, job.job_id) or job
+        if settled and self._on_settled is not None:
+            self._on_settled(job)
+        return job
 
     def _conditional_update(
         self,

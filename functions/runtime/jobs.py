@@ -31,10 +31,6 @@ BACKEND_LAMBDA = "lambda"
 BACKEND_MODAL = "modal"
 """The GPU layer: the Modal app in gpu_jobs/ (the local GPU executor under `stratoserve dev`)."""
 
-NO_TENANT = "-"
-"""The tenant of jobs submitted without an API key (a direct invocation, or a declaration
-without plans): they are still stored, under this name."""
-
 # Idempotency keys name jobs: the same key from the same tenant is the same job id, so one
 # conditional write both creates the job and claims the key.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0d1c64-52b9-4a43-9a51-6f4f0a3a1f9e")
@@ -58,6 +54,8 @@ def request_hash(model: str, version: str, inputs_json: bytes, callback_url: str
 @dataclass(frozen=True)
 class Job:
     tenant: str
+    """The tenant's immutable id (functions/runtime/tenants.py), never its name: a name
+    re-issued to someone else finds none of the old jobs."""
     job_id: str
     status: JobStatus
     model: str
@@ -98,6 +96,9 @@ class Job:
     message_id: str | None = None
     """The SQS id of the job's message, recorded once it is sent: a replay of the job
     sends nothing more. A queued job without one may have no message on the queue."""
+    secret_version: int = 1
+    """The version of the tenant's callback secret when the job was submitted: its callback
+    is signed with that version's secret (a rotation does not break a job in flight)."""
 
     @property
     def finished(self) -> bool:

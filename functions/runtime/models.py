@@ -8,6 +8,8 @@ does, so a function that serves no model (the `api` function) never pays for the
 from __future__ import annotations
 
 import math
+import re
+import string
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -130,6 +132,7 @@ def load_model(
             session,
             _tokenizer(models_dir / version.tokenizer),
             one_text_per_run=quantizes_activations(artifact),
+            max_chars=spec.max_text_chars,
         )
     load_ms = (time.perf_counter() - started) * 1000
     return LoadedModel(
@@ -161,6 +164,81 @@ def _tokenizer(path: Path) -> Tokenizer:
         pad_token = "[PAD]" if tokenizer.token_to_id("[PAD]") is not None else "<pad>"
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad_token) or 0, pad_token=pad_token)
     return tokenizer
+
+
+CHARS_PER_TOKEN = 32
+"""Where a long text is cut before tokenizing, in characters per token of the tokenizer's
+max_length. Prose runs 4 to 5 characters a WordPiece token, so the cut part nearly always
+fills max_length; when it does not (long runs of spaces or of combining marks), the whole
+text is tokenized, as before: it is within max_text_chars."""
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff"
+"""CJK ideographs BertNormalizer (handle_chinese_chars) surrounds with spaces: each is a word
+of its own. Starters without a decomposition, so normalizing never moves a mark across one."""
+
+
+@dataclass(frozen=True)
+class TextCut:
+    """Cuts a text to the part its tokenizer can use: a prefix that ends just before a
+    boundary character, and yields the same token ids as the whole text.
+
+    Why the ids are the same. A boundary is ASCII whitespace or ASCII punctuation (or a CJK
+    ideograph, with handle_chinese_chars) that no added token contains. BertNormalizer maps
+    each character on its own (clean_text, handle_chinese_chars, lowercase), except NFD
+    (strip_accents), which reorders marks only between two starters; a boundary is a starter
+    and normalizes to itself (or to a space). BertPreTokenizer always ends a word before a
+    boundary, the model tokenizes word by word, and no added token's match can span a
+    boundary. So tokens(text) = tokens(prefix) + tokens(rest). Right truncation keeps the
+    first max_length - specials tokens: when the prefix alone fills max_length, those are the
+    prefix's. `fills` says whether it did; when not, the caller tokenizes the whole text.
+
+    Only for the pipeline that argument covers (`for_tokenizer`): any other tokenizer keeps
+    whole texts."""
+
+    max_length: int
+    """The tokenizer's truncation length (special tokens included)."""
+    chars: int
+    """Texts longer than this are cut, at the last boundary at or before it."""
+    boundary: re.Pattern[str]
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Tokenizer) -> TextCut | None:
+        from tokenizers import normalizers, pre_tokenizers
+
+        truncation = tokenizer.truncation
+        normalizer = tokenizer.normalizer
+        if (
+            truncation is None
+            or truncation.get("direction", "right") != "right"
+            or not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer)
+            or not (normalizer is None or isinstance(normalizer, normalizers.BertNormalizer))
+        ):
+            return None
+        added = tokenizer.get_added_tokens_decoder().values()
+        if any(token.lstrip or token.rstrip for token in added):
+            return None  # a token that takes the spaces beside it could reach across a cut
+        in_added = {character for token in added for character in token.content}
+        ascii_boundaries = (set(string.punctuation) | set(" \t\n\r")) - in_added
+        cjk = isinstance(normalizer, normalizers.BertNormalizer) and normalizer.handle_chinese_chars
+        characters = "".join(re.escape(character) for character in sorted(ascii_boundaries))
+        boundary = re.compile(f"[{characters}{_CJK if cjk else ''}]")
+        max_length = int(truncation["max_length"])
+        return cls(max_length=max_length, chars=max_length * CHARS_PER_TOKEN, boundary=boundary)
+
+    def cut(self, text: str) -> str:
+        """The text up to its last boundary within `chars`; the whole text when it is not
+        longer, or has no boundary there."""
+        if len(text) <= self.chars:
+            return text
+        # Searched backwards from `chars`: text[end] is the boundary the prefix stops before.
+        found = self.boundary.search(text[self.chars :: -1])
+        if found is None:
+            return text
+        return text[: self.chars - found.start()]
+
+    def fills(self, attention_mask: list[int]) -> bool:
+        """Whether a cut text's encoding reached max_length (its padding aside)."""
+        return attention_mask.count(1) >= self.max_length
 
 
 class Classifier:
@@ -228,14 +306,36 @@ class Embedder:
         tokenizer: Tokenizer,
         *,
         one_text_per_run: bool = False,
+        max_chars: int | None = None,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
         self._input_names = {model_input.name for model_input in session.get_inputs()}
         self.one_text_per_run = one_text_per_run
+        self.max_chars = max_chars
+        self._cut = TextCut.for_tokenizer(tokenizer)
 
     def check(self, inputs: list[Any]) -> list[str]:
-        return check_texts(inputs)
+        return check_texts(inputs, max_chars=self.max_chars)
+
+    def encode(self, texts: list[str]) -> list[Any]:
+        """The texts' encodings, as tokenizing each whole text and truncating gives them,
+        from only the start of each long text where that is enough (TextCut)."""
+        if self._cut is None:
+            return self._tokenizer.encode_batch(texts)
+        cut = [self._cut.cut(text) for text in texts]
+        encodings = self._tokenizer.encode_batch(cut)
+        short = [
+            index
+            for index, (text, part) in enumerate(zip(texts, cut, strict=True))
+            if part is not text and not self._cut.fills(encodings[index].attention_mask)
+        ]
+        if short:
+            for index in short:
+                cut[index] = texts[index]
+            # Again as one batch: padding is to the batch's longest.
+            encodings = self._tokenizer.encode_batch(cut)
+        return encodings
 
     def run(self, checked: list[str]) -> np.ndarray:
         import numpy as np
@@ -249,7 +349,7 @@ class Embedder:
     def _run(self, checked: list[str]) -> np.ndarray:
         import numpy as np
 
-        encodings = self._tokenizer.encode_batch(checked)
+        encodings = self.encode(checked)
         feeds = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -275,10 +375,13 @@ def check_rows(inputs: list[Any], features: int | None = None) -> list[Any]:
     return inputs
 
 
-def check_texts(inputs: list[Any]) -> list[str]:
+def check_texts(inputs: list[Any], max_chars: int | None = None) -> list[str]:
+    """Non-empty strings, of at most `max_chars` characters each (models.<name>.max_text_chars)."""
     for index, text in enumerate(inputs):
         if not isinstance(text, str):
             raise InputError(f"inputs[{index}]: expected a string, got {_json_type(text)}")
+        if max_chars is not None and len(text) > max_chars:
+            raise InputError(f"inputs[{index}]: text longer than {max_chars} characters")
         if not text.strip():
             raise InputError(f"inputs[{index}]: text is empty")
     return inputs
@@ -287,6 +390,13 @@ def check_texts(inputs: list[Any]) -> list[str]:
 INPUT_CHECKS = {"classify": check_rows, "embed": check_texts}
 """What a task's inputs must look like, checked without loading the model (a job is
 checked when it is submitted, by a function that has no model loaded)."""
+
+
+def check_inputs(model: ModelSpec, inputs: list[Any]) -> list[Any]:
+    """The declared model's checks (its task's, with its limits), without loading it."""
+    if model.task == "embed":
+        return check_texts(inputs, max_chars=model.max_text_chars)
+    return check_rows(inputs)
 
 
 def _is_number(value: Any) -> bool:

@@ -81,6 +81,27 @@ def job_outcome_metrics(backend: str, outcome: str) -> dict[str, Any]:
     }
 
 
+def stuck_job_metrics(job_id: str, attempts: int) -> dict[str, Any]:
+    """A job that a read found stuck and settled as failed (the job store's on_settled):
+    never claimed (no attempts: its message never reached a worker) or abandoned (its last
+    delivery died). The StuckJobs alarm watches the per-service series."""
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["service"], ["service", "stuck"]],
+                    "Metrics": [{"Name": "StuckJobs", "Unit": "Count"}],
+                }
+            ],
+        },
+        "job_id": job_id,
+        "stuck": "unclaimed" if attempts == 0 else "abandoned",
+        "StuckJobs": 1,
+    }
+
+
 def record_model_load(model: str, version: str, load_ms: float) -> None:
     # At init, outside any invocation: written at once, with its own dimensions.
     with single_metric(

@@ -10,6 +10,10 @@
   fix them). Any other error fails the record: SQS delivers it again after a backoff, and
   on its last allowed delivery the job is marked failed with the reason as the message
   moves to the dead-letter queue.
+- A finished job's callback goes onto the callbacks queue, never out from here: a slow
+  receiver cannot hold the batch. A delivery that finds its job finished with the callback
+  still pending (the worker that finished it died first) queues it, so each callback is
+  queued at least once.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from functions.runtime.aws import describe_error, public_reason
+from functions.runtime.callback_queue import CallbackMessage, CallbackState
 from functions.runtime.job_store import JobInputsMissing
-from functions.runtime.job_view import job_view
 from functions.runtime.jobs import (
     BACKEND_LAMBDA,
     BACKEND_MODAL,
     JobMessage,
+    JobStatus,
     MalformedMessage,
 )
 from functions.runtime.models import InputError, ModelKey, OverflowingInputError
@@ -37,7 +42,7 @@ from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up, to_cpu
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from functions.runtime.callbacks import CallbackSender
+    from functions.runtime.callback_queue import CallbackQueue
     from functions.runtime.environment import ExecutionEnvironment
     from functions.runtime.gpu import GpuBackend
     from functions.runtime.job_service import JobService
@@ -50,8 +55,6 @@ PADDING_WASTE = 0.1
 """A chunk of length-sorted inputs ends where padding to its longest would add more than
 this share of its real size: a batch of short sentences padded to its longest text runs
 slower than one call per record (bench/worker_throughput.py)."""
-CALLBACK_MARGIN_S = 2.0
-"""Time kept back from the invocation's deadline when delivering callbacks."""
 RUN_MARGIN = 0.1
 """Share of the worker's timeout (at least a second) kept free when starting a model run:
 less left, and the rest of the batch goes back to the queue rather than die with the
@@ -104,7 +107,7 @@ class JobWorker:
         environment: ExecutionEnvironment,
         *,
         jobs: Callable[[], JobService],
-        callbacks: CallbackSender | None = None,
+        callbacks: Callable[[], CallbackQueue] | None = None,
         gpu: Callable[[], GpuBackend] | None = None,
         batched: bool = True,
         clock: Callable[[], float] = time.time,
@@ -157,7 +160,7 @@ class JobWorker:
         for delivery in deliveries:
             if delivery.failure is not None:
                 self._retry_or_give_up(delivery, jobs)
-        self._callbacks(deliveries, jobs, deadline)
+        self._queue_callbacks(deliveries, jobs)
         return {d.message_id: d.failure for d in deliveries if d.failure is not None}
 
     def _claim(self, record: dict[str, Any], jobs: JobService) -> Delivery:
@@ -439,27 +442,79 @@ class JobWorker:
             },
         )
 
-    def _callbacks(
-        self, deliveries: list[Delivery], jobs: JobService, deadline: float | None
-    ) -> None:
+    def _queue_callbacks(self, deliveries: list[Delivery], jobs: JobService) -> None:
+        """Queue the callback of each job finished here, and of each job a delivery found
+        finished with its callback pending. A callback that cannot be queued fails its
+        record: the job's message comes back, finds the job finished, and tries again."""
         if self.callbacks is None:
             return
         for delivery in deliveries:
-            job = delivery.job
-            if job is None or job.callback_url is None or not delivery.finished:
+            if delivery.message is None or not (delivery.finished or delivery.job is None):
                 continue
-            until = (deadline or time.monotonic() + 30) - CALLBACK_MARGIN_S
             try:
-                finished = jobs.store.get(job.tenant, job.job_id)
-                if finished is None or not finished.finished:
+                job = self._callback_due(delivery, jobs)
+                if job is None:
                     continue
-                body = orjson.dumps(job_view(finished, jobs.store))
-                outcome = self.callbacks.deliver(job.callback_url, job.tenant, body, deadline=until)
-                jobs.store.record_callback(job.tenant, job.job_id, outcome)
+                self.callbacks().send(CallbackMessage(job.tenant, job.job_id, job.correlation_id))
+                jobs.store.callback_enqueued(job.tenant, job.job_id)
             except Exception as error:
-                # A callback never fails the batch: the jobs are stored already.
-                outcome = {"delivered": False, "error": describe_error(error)}
-            logger.info("callback", extra={**delivery.log_keys, **outcome})
+                self._callback_not_queued(delivery, jobs, error)
+                continue
+            logger.info("callback queued", extra=delivery.log_keys)
+
+    def _callback_due(self, delivery: Delivery, jobs: JobService) -> Job | None:
+        """The job whose callback this delivery must queue, if any."""
+        if delivery.finished and delivery.job is not None:
+            job: Job | None = delivery.job  # as claimed (running): it finished here just now
+        elif delivery.finished and delivery.message is not None:
+            # Failed on its last delivery before it could be claimed.
+            job = jobs.store.get(delivery.message.tenant, delivery.message.job_id)
+        elif delivery.done and delivery.job is None and delivery.message is not None:
+            # Nothing to run: the job may have finished in an invocation that died before
+            # it queued the callback (the job's message came back for that reason). A
+            # cancelled job is not called back: its tenant asked for the cancellation.
+            job = jobs.store.get(delivery.message.tenant, delivery.message.job_id)
+            if (
+                job is None
+                or job.callback is not None
+                or job.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+            ):
+                return None
+        else:
+            return None
+        return job if job is not None and job.callback_url is not None else None
+
+    def _callback_not_queued(self, delivery: Delivery, jobs: JobService, error: Exception) -> None:
+        delivery.failure = f"the callback could not be queued: {public_reason(error)}"
+        delivery.detail = describe_error(error)
+        last = delivery.receive_count >= self.max_receive_count
+        try:
+            if last and delivery.message is not None:
+                # The message moves to the dead-letter queue: say so on the job.
+                jobs.store.record_callback(
+                    delivery.message.tenant,
+                    delivery.message.job_id,
+                    {
+                        "state": CallbackState.FAILED,
+                        "delivered": False,
+                        "attempts": 0,
+                        "error": delivery.failure,
+                    },
+                )
+            else:
+                delay = self.retry_delay_s * 2 ** (delivery.receive_count - 1)
+                jobs.queue.retry_later(
+                    delivery.receipt_handle, round(min(delay, self.visibility_timeout_s))
+                )
+        except Exception as recording:
+            logger.warning(
+                "could not record the failure",
+                extra={**delivery.log_keys, "error": describe_error(recording)},
+            )
+        logger.error(
+            "callback not queued; the job's message will come back",
+            extra={**delivery.log_keys, "error": delivery.detail},
+        )
 
 
 def _size(item: Any) -> int:

@@ -1,5 +1,9 @@
-"""The worker's Lambda entry point (SQS event source, ReportBatchItemFailures): adapters
-only. Import time is the init phase: the environment loads every model jobs may use."""
+"""The worker's Lambda entry point (SQS event sources, ReportBatchItemFailures): adapters
+only. Import time is the init phase: the environment loads every model jobs may use.
+
+Two queues feed it: the jobs queue (functions/worker/batch.py) and the callbacks queue
+(functions/worker/callbacks.py); each record goes by the queue it came from. A schedule
+also sends it the stuck-jobs sweep (functions/worker/sweep.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from functions.runtime.environment import get_environment
 from functions.runtime.observability import logger, record_cold_start
 from functions.runtime.warmup import warm_if_asked
 from functions.worker.batch import JobWorker
+from functions.worker.callbacks import CallbackWorker
+from functions.worker.sweep import sweep_if_asked
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,11 +32,22 @@ record_cold_start(environment.function_name)
 # Every record failing is still a partial answer (all of them listed), not an invocation
 # error: the records come back one by one, each with its own backoff.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+callback_queue = (
+    (lambda: environment.callback_queue) if environment.settings.callbacks_queue_url else None
+)
 worker = JobWorker(
     environment,
     jobs=lambda: environment.jobs,
-    callbacks=environment.callback_sender(),
+    callbacks=callback_queue,
     gpu=environment.gpu_backend,
+)
+callbacks = CallbackWorker(
+    jobs=lambda: environment.jobs,
+    queue=callback_queue,
+    sender=environment.callback_sender(),
+    attempts=environment.declaration.jobs.callback_attempts,
+    retry_delay_s=environment.declaration.jobs.retry_delay_s,
+    max_delay_s=environment.declaration.visibility_timeout_s(),
 )
 
 
@@ -44,8 +61,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if (answer := warm_if_asked(environment, event, context, cold_start=cold_start)) is not None:
         logger.info("warm-up", extra=answer)
         return answer
+    if (answer := sweep_if_asked(lambda: environment.jobs.store, event)) is not None:
+        logger.info("stuck-jobs sweep", extra=answer)
+        return answer
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
-    failures = worker.process(event.get("Records", []), deadline=deadline)
+    calls, jobs = callbacks.split(event.get("Records", []))
+    failures = {
+        **(worker.process(jobs, deadline=deadline) if jobs else {}),
+        **callbacks.process(calls, deadline=deadline),
+    }
 
     def record_handler(record: SQSRecord) -> None:
         if record.message_id in failures:

@@ -3,12 +3,14 @@ sends to it; the worker's event source mapping reads it)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
-from aws_cdk import aws_sqs as sqs
+from typing import TYPE_CHECKING
+
 from constructs import Construct
 
-RETENTION_DAYS_MAX = 14
-"""SQS keeps a message 14 days at most."""
+from infra_cdk.constructs._queues import queue_with_dead_letters
+
+if TYPE_CHECKING:
+    from aws_cdk import RemovalPolicy
 
 
 class JobQueue(Construct):
@@ -24,26 +26,11 @@ class JobQueue(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letter_queue = sqs.Queue(
+        self.queue, self.dead_letter_queue = queue_with_dead_letters(
             self,
-            "DeadLetterQueue",
-            queue_name=f"{name}-jobs-dlq",
-            retention_period=Duration.days(RETENTION_DAYS_MAX),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            removal_policy=removal_policy,
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            queue_name=f"{name}-jobs",
-            visibility_timeout=Duration.seconds(visibility_timeout_s),
-            # A message lives as long as its job, within what SQS allows.
-            retention_period=Duration.days(min(ttl_days, RETENTION_DAYS_MAX)),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=max_receive_count
-            ),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            name=f"{name}-jobs",
+            visibility_timeout_s=visibility_timeout_s,
+            max_receive_count=max_receive_count,
+            ttl_days=ttl_days,
             removal_policy=removal_policy,
         )

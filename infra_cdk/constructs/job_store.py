@@ -63,20 +63,35 @@ class JobStore(Construct):
         )
 
     def grant_submit(self, function: lambda_.IFunction) -> None:
-        """What accepting jobs and answering them takes (the api and model functions):
-        the records, big inputs in, results out (presigned URLs are signed by the role)."""
-        self.table.grant_read_write_data(function)
+        """What accepting jobs and answering them takes (the api and model functions), as
+        functions/runtime/job_store.py calls it: a record created (a conditional put), read,
+        updated (message id, cancel, a failed send, an abandoned run settled); big inputs
+        in, results out (presigned URLs are signed by the role). No Query, Scan or Delete."""
+        self._allow_records(
+            function, ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+        )
         self._allow(function, ["s3:PutObject"], "inputs/*")
         self._allow(function, ["s3:GetObject"], "results/*")
 
     def grant_work(self, function: lambda_.IFunction) -> None:
-        """What running jobs takes (the worker): the records, inputs in, results out; the
-        bucket listed so that a missing object answers 404, not 403."""
-        self.table.grant_read_write_data(function)
+        """What running jobs takes (the worker): records read and updated (claims, results,
+        failures, GPU dispatch), never created, listed or deleted; inputs in, results out;
+        the bucket listed so that a missing object answers 404, not 403."""
+        self._allow_records(function, ["dynamodb:GetItem", "dynamodb:UpdateItem"])
         self._allow(function, ["s3:GetObject"], "inputs/*")
         self._allow(function, ["s3:GetObject", "s3:PutObject"], "results/*")
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
+        )
+
+    def grant_sweep(self, function: lambda_.IFunction) -> None:
+        """What the stuck-jobs sweep takes (the worker, on its schedule): the unfinished
+        jobs scanned (JobStore.sweep); settling them is grant_work's UpdateItem."""
+        self._allow_records(function, ["dynamodb:Scan"])
+
+    def _allow_records(self, function: lambda_.IFunction, actions: list[str]) -> None:
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=actions, resources=[self.table.table_arn])
         )
 
     def _allow(self, function: lambda_.IFunction, actions: list[str], pattern: str) -> None:

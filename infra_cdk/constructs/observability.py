@@ -57,6 +57,7 @@ class Observability(Construct):
         functions: list[DeclaredFunction],
         queue: sqs.Queue,
         dead_letter_queue: sqs.Queue,
+        callbacks_dead_letter_queue: sqs.Queue,
         thresholds: Thresholds,
         alarm_email: str | None,
     ) -> None:
@@ -144,6 +145,32 @@ class Observability(Construct):
             ),
             0,
             "job messages reached the dead-letter queue (their jobs ended failed)",
+        )
+        self._alarm(
+            "CallbackDeadLetterAlarm",
+            callbacks_dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=FIVE_MINUTES, statistic="Maximum"
+            ),
+            0,
+            "callbacks reached the callbacks dead-letter queue: every attempt to POST them "
+            "failed (the job records say why)",
+        )
+
+        # Written by a read, or the scheduled sweep, that settles a job no worker will ever
+        # run (the job store's on_settled): never claimed (its message was never sent, or
+        # dead-lettered before a delivery claimed it), or abandoned by its last delivery.
+        self._alarm(
+            "StuckJobsAlarm",
+            cloudwatch.Metric(
+                namespace=metrics_namespace,
+                metric_name="StuckJobs",
+                dimensions_map={"service": service},
+                statistic="Sum",
+                period=FIVE_MINUTES,
+            ),
+            0,
+            "jobs were found stuck and failed: queued but never claimed by a worker, or "
+            "abandoned by their last delivery (see the functions' 'stuck job' log lines)",
         )
 
         # --- dashboard -----------------------------------------------------------------

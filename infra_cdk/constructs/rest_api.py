@@ -1,7 +1,8 @@
 """The REST API: one stage with access logs, X-Ray and detailed metrics, the resources of
 the local gateway's route table (stratoserve/local/routes.py: one table, read by both), each
 integrated with the `live` alias of the function that serves it; `x-api-key` required on
-every route but /health.
+every route but /health, which the stage throttles instead (no usage plan covers a keyless
+method: without it, anyone could invoke the api function as often as they like).
 
 Request validation checks the parameters a method declares (the job id). Bodies are
 validated by the functions, not by API Gateway: its body validation answers 400 "Invalid
@@ -20,6 +21,7 @@ from constructs import Construct
 if TYPE_CHECKING:
     from aws_cdk import aws_lambda as lambda_
 
+    from stratoserve.declaration.schema import ThrottleSpec
     from stratoserve.local.routes import Route
 
 ACCESS_LOG_FIELDS = {
@@ -40,6 +42,8 @@ ACCESS_LOG_FIELDS = {
     "xrayTraceId": "$context.xrayTraceId",
 }
 """One JSON line per request. The key's id (which tenant), never its value."""
+HEALTH_METHOD = "/health/GET"
+"""The stage's method settings key (resource path / HTTP method) of the keyless route."""
 
 
 class RestApi(Construct):
@@ -54,6 +58,7 @@ class RestApi(Construct):
         aliases: dict[str, lambda_.IFunction],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        health_throttle: ThrottleSpec,
     ) -> None:
         super().__init__(scope, construct_id)
         self.access_logs = logs.LogGroup(
@@ -85,6 +90,12 @@ class RestApi(Construct):
                 logging_level=apigateway.MethodLoggingLevel.ERROR,
                 # Request and response bodies hold tenants' data: never in the logs.
                 data_trace_enabled=False,
+                method_options={
+                    HEALTH_METHOD: apigateway.MethodDeploymentOptions(
+                        throttling_rate_limit=health_throttle.rate,
+                        throttling_burst_limit=health_throttle.burst,
+                    )
+                },
             ),
         )
         self.validator = self.api.add_request_validator(

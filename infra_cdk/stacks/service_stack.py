@@ -6,18 +6,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, get_args
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 
 from infra_cdk.constructs import pascal_case
+from infra_cdk.constructs.callback_queue import CallbackQueue
 from infra_cdk.constructs.declared_function import DeclaredFunction, Package, Rollout
 from infra_cdk.constructs.function_layers import FunctionLayers
 from infra_cdk.constructs.job_queue import JobQueue
 from infra_cdk.constructs.job_store import JobStore
+from infra_cdk.constructs.job_sweep import JobSweep
 from infra_cdk.constructs.observability import Observability, PredictRoute, Thresholds
 from infra_cdk.constructs.rest_api import RestApi
 from infra_cdk.constructs.secrets import CallbackSigningSecret, ModalTokenSecret
+from infra_cdk.constructs.tenants import Tenants
 from infra_cdk.constructs.usage_plans import UsagePlans
 from infra_cdk.constructs.warm_up import WarmUp
 from layers.recipes import ARCHITECTURES, LAMBDA_MODELS_DIR
@@ -77,9 +79,18 @@ class ServiceStack(Stack):
             # delete would only block the next deploy of its fixed name.
             removal_policy=RemovalPolicy.DESTROY,
         )
+        callbacks = CallbackQueue(
+            self,
+            "CallbackQueue",
+            name=prefix,
+            visibility_timeout_s=declaration.visibility_timeout_s(),
+            attempts=declaration.jobs.callback_attempts,
+            ttl_days=declaration.jobs.ttl_days,
+        )
         store = JobStore(
             self, "JobStore", ttl_days=declaration.jobs.ttl_days, retain=stage.retain_data
         )
+        tenants = Tenants(self, "Tenants", name=prefix, retain=stage.retain_data)
         signing = CallbackSigningSecret(
             self, "CallbackSigningSecret", name=prefix, removal_policy=removal
         )
@@ -130,8 +141,11 @@ class ServiceStack(Stack):
             if name == WORKER_FUNCTION:
                 # The worker signs callbacks and spawns Modal's calls; nothing else reads either.
                 environment["STRATOSERVE_CALLBACK_SECRET_ARN"] = signing.secret.secret_arn
+                environment["STRATOSERVE_CALLBACKS_QUEUE_URL"] = callbacks.queue.queue_url
                 if modal is not None:
                     environment["STRATOSERVE_MODAL_SECRET_ARN"] = modal.secret.secret_arn
+            else:
+                environment["STRATOSERVE_TENANTS_TABLE"] = tenants.table.table_name
             arch = ARCHITECTURES[spec.architecture]
             function = DeclaredFunction(
                 self,
@@ -168,26 +182,21 @@ class ServiceStack(Stack):
         # --- grants: what each function's code calls ------------------------------------
         for name, function in functions.items():
             role = function.function
-            jobs.queue.grant_send_messages(role)
+            # Jobs are queued (and the worker queues a GPU call's follow-ups); only SendMessage
+            # is called (functions/runtime/job_queue.py), not GetQueueUrl or its attributes.
+            jobs.queue.grant(role, "sqs:SendMessage")
             if name == WORKER_FUNCTION:
                 store.grant_work(role)
                 signing.secret.grant_read(role)
+                # It queues finished jobs' callbacks, then sends them from that queue.
+                callbacks.grant_queue(role)
+                # A failed delivery comes back sooner (JobQueue.retry_later); reading and
+                # deleting are the event source mapping's, granted with it below.
+                jobs.queue.grant(role, "sqs:ChangeMessageVisibility")
             else:
                 store.grant_submit(role)
-                # Tenants: a key's name and tags (functions/runtime/tenants.py).
-                role.add_to_role_policy(
-                    iam.PolicyStatement(
-                        actions=["apigateway:GET"],
-                        resources=[
-                            self.format_arn(
-                                service="apigateway",
-                                account="",
-                                resource="/apikeys",
-                                resource_name="*",
-                            )
-                        ],
-                    )
-                )
+                # The caller's tenant: one registry item per key id, never a key's value.
+                tenants.grant_lookup(role)
         worker = functions[WORKER_FUNCTION]
         if modal is not None:
             modal.secret.grant_read(worker.function)
@@ -201,8 +210,16 @@ class ServiceStack(Stack):
                     else None
                 ),
                 report_batch_item_failures=True,
+                # Within the worker's reserved concurrency: a flood of jobs is worked off at
+                # this pace, never throttled by, or taking from, the HTTP functions.
+                max_concurrency=declaration.jobs_max_concurrency(),
             )
         )
+
+        callbacks.consume_with(worker.alias)
+        # No job stays queued or running until its TTL because nobody read it.
+        store.grant_sweep(worker.function)
+        JobSweep(self, "JobSweep", alias=worker.alias, schedule=declaration.jobs.sweep_schedule)
 
         # --- the API -------------------------------------------------------------------
         routes = RouteTable.from_declaration(declaration).routes()
@@ -219,6 +236,7 @@ class ServiceStack(Stack):
             },
             log_retention=retention,
             removal_policy=removal,
+            health_throttle=declaration.deploy.health_throttle,
         )
         plans = UsagePlans(self, "UsagePlans", prefix=prefix, plans=declaration.plans, rest_api=api)
 
@@ -238,6 +256,7 @@ class ServiceStack(Stack):
             functions=list(functions.values()),
             queue=jobs.queue,
             dead_letter_queue=jobs.dead_letter_queue,
+            callbacks_dead_letter_queue=callbacks.dead_letter_queue,
             thresholds=Thresholds(
                 latency_p99_ms=declaration.deploy.latency_p99_ms,
                 error_rate=declaration.deploy.error_rate,
@@ -266,8 +285,16 @@ class ServiceStack(Stack):
         CfnOutput(self, "CallbackSigningSecretArn", value=signing.secret.secret_arn)
         CfnOutput(self, "JobsQueueUrl", value=jobs.queue.queue_url)
         CfnOutput(self, "JobsDeadLetterQueueUrl", value=jobs.dead_letter_queue.queue_url)
+        CfnOutput(self, "CallbacksQueueUrl", value=callbacks.queue.queue_url)
+        CfnOutput(self, "CallbacksDeadLetterQueueUrl", value=callbacks.dead_letter_queue.queue_url)
         CfnOutput(self, "JobsTableName", value=store.table.table_name)
         CfnOutput(self, "JobsBucketName", value=store.bucket.bucket_name)
+        CfnOutput(
+            self,
+            "TenantsTableName",
+            value=tenants.table.table_name,
+            description="the tenant registry that `stratoserve keys --target aws` writes",
+        )
         if modal is not None:
             CfnOutput(
                 self,

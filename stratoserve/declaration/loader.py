@@ -18,9 +18,14 @@ from pydantic import ValidationError
 
 from stratoserve.declaration.schema import (
     API_FUNCTION,
+    CALLBACKS_MAX_CONCURRENCY,
     DEFAULT_WORKER,
+    INTEGRATION_TIMEOUT_S,
     QUOTA_MAX_OFFSET,
+    RESERVED_CONCURRENCY_DEFAULT,
     RESERVED_FUNCTIONS,
+    STAGES_PER_ACCOUNT,
+    UNRESERVED_CONCURRENCY,
     WORKER_FUNCTION,
     Declaration,
     FunctionSpec,
@@ -68,7 +73,11 @@ def load_declaration(path: Path | str | None = None) -> Declaration:
     problems = list(_cross_reference_problems(declaration))
     if problems:
         raise DeclarationError(source, problems)
-    return _with_default_functions(declaration)
+    declaration = _with_default_functions(declaration)
+    problems = list(_concurrency_problems(declaration))
+    if problems:
+        raise DeclarationError(source, problems)
+    return declaration
 
 
 def models_dir(declaration: Declaration, source: Path) -> Path:
@@ -89,7 +98,46 @@ def _with_default_functions(declaration: Declaration) -> Declaration:
             functions[model] = FunctionSpec(models=[model])
     functions.setdefault(API_FUNCTION, FunctionSpec(memory_mb=512))
     functions.setdefault(WORKER_FUNCTION, DEFAULT_WORKER)
+    share = _reserved_share(declaration.project.account_concurrency, len(functions))
+    if share is not None:
+        functions = {
+            name: function
+            if function.reserved_concurrency is not None
+            else function.model_copy(
+                update={
+                    "reserved_concurrency": max(share, _least_reserved(name, function, declaration))
+                }
+            )
+            for name, function in functions.items()
+        }
     return declaration.model_copy(update={"functions": functions})
+
+
+def _reserved_share(account_concurrency: int, functions: int) -> int | None:
+    """A function's default reserved concurrency: an even share of what the account can
+    reserve, leaving room for STAGES_PER_ACCOUNT stages; None when that is nothing (an
+    account of 10 executions can reserve none: the functions share the unreserved pool)."""
+    reservable = account_concurrency - UNRESERVED_CONCURRENCY
+    share = min(RESERVED_CONCURRENCY_DEFAULT, reservable // (STAGES_PER_ACCOUNT * functions))
+    return share if share >= 1 else None
+
+
+def _least_reserved(name: str, function: FunctionSpec, declaration: Declaration) -> int:
+    """What the function's other settings need reserved: its provisioned concurrency (and
+    scaling's most), its warm-up's concurrency; for the worker, its two event source
+    mappings' (the jobs queue's and the callbacks queue's)."""
+    needs = [
+        function.provisioned_concurrency or 0,
+        function.warmup.concurrency if function.warmup else 0,
+    ]
+    if function.scaling is not None:
+        needs += [
+            function.scaling.max,
+            *(scheduled.max for scheduled in function.scaling.schedules),
+        ]
+    if name == WORKER_FUNCTION:
+        needs.append((declaration.jobs.max_concurrency or 2) + CALLBACKS_MAX_CONCURRENCY)
+    return max(needs)
 
 
 def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
@@ -144,6 +192,10 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
             )
         yield from _function_problems(name, function, declaration.project.name)
 
+    for name, model_spec in models.items():
+        if model_spec.task != "embed" and "max_text_chars" in model_spec.model_fields_set:
+            yield f"models.{name}.max_text_chars: only for text models (task embed)"
+
     for model in declaration.routing:
         if model not in models:
             yield f"routing.{model}: unknown model{_suggest(model, models)}"
@@ -173,8 +225,44 @@ def _cross_reference_problems(declaration: Declaration) -> Iterator[str]:
 FUNCTION_NAME_MAX = 64
 """Lambda's limit on a function's name: <project>-<stage>-<function> on AWS."""
 LONGEST_STAGE = "-dev"
-INTEGRATION_TIMEOUT_S = 29
-"""API Gateway's integration timeout: an HTTP function running longer is answered 504."""
+
+
+def _concurrency_problems(declaration: Declaration) -> Iterator[str]:
+    """Reserved concurrency that the account cannot give (AWS would refuse the deploy), and
+    an event source mapping that could run more workers than the worker may."""
+    reserved = {
+        name: function.reserved_concurrency
+        for name, function in declaration.functions.items()
+        if function.reserved_concurrency is not None
+    }
+    account = declaration.project.account_concurrency
+    reservable = account - UNRESERVED_CONCURRENCY
+    if sum(reserved.values()) > max(reservable, 0):
+        shares = ", ".join(f"{name} {count}" for name, count in sorted(reserved.items()))
+        yield (
+            f"project.account_concurrency: the functions reserve {sum(reserved.values())} "
+            f"executions ({shares}), over the {max(reservable, 0)} an account of {account} can "
+            f"reserve (AWS keeps {UNRESERVED_CONCURRENCY} unreserved); lower "
+            "functions.<name>.reserved_concurrency, or raise the account's quota and "
+            "project.account_concurrency with it"
+        )
+    worker = declaration.functions.get(WORKER_FUNCTION, DEFAULT_WORKER).reserved_concurrency
+    least = 2 + CALLBACKS_MAX_CONCURRENCY
+    if worker is not None and worker < least:
+        yield (
+            f"functions.{WORKER_FUNCTION}.reserved_concurrency: must be at least {least}, "
+            "what its event sources run at the least (2 for the jobs queue, "
+            f"{CALLBACKS_MAX_CONCURRENCY} for the callbacks queue)"
+        )
+    elif (
+        worker is not None
+        and declaration.jobs_max_concurrency() > worker - CALLBACKS_MAX_CONCURRENCY
+    ):
+        yield (
+            f"jobs.max_concurrency: must be at most functions.{WORKER_FUNCTION}."
+            f"reserved_concurrency ({worker}) less the callbacks queue's "
+            f"{CALLBACKS_MAX_CONCURRENCY}, or the queues' deliveries are throttled"
+        )
 
 
 def _function_problems(name: str, function: FunctionSpec, project: str) -> Iterator[str]:
@@ -217,6 +305,11 @@ def _function_problems(name: str, function: FunctionSpec, project: str) -> Itera
     if function.warmup and reserved is not None and function.warmup.concurrency > reserved:
         yield (
             f"{where}.warmup.concurrency: {function.warmup.concurrency} is more than "
+            f"reserved_concurrency ({reserved})"
+        )
+    if function.scaling and reserved is not None and function.scaling.max > reserved:
+        yield (
+            f"{where}.scaling.max: {function.scaling.max} is more than "
             f"reserved_concurrency ({reserved})"
         )
     scaling = function.scaling

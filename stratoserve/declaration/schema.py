@@ -29,6 +29,13 @@ HTTP_HANDLER = "functions.api.handler.handler"
 
 WORKER_HANDLER = "functions.worker.handler.handler"
 
+INTEGRATION_TIMEOUT_S = 29
+"""API Gateway's integration timeout: an HTTP function running longer is answered 504."""
+
+UNCLAIMED_MARGIN_S = 300
+"""Slack on a job message's longest way to a worker: the event source mapping's polling,
+clock skew between the functions."""
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +47,25 @@ class ProjectSpec(Strict):
     letters, digits and hyphens, as CloudFormation's stack names allow."""
     models_dir: str = "build/models"
     """Where built artifacts live, relative to stratoserve.toml (Lambda overrides it)."""
+    account_concurrency: Annotated[int, Field(ge=10)] = 1000
+    """The AWS account's Lambda concurrent executions in this region (Service Quotas,
+    "Concurrent executions": 1,000 by default, often 10 in a new account). The functions'
+    reserved concurrency must leave UNRESERVED_CONCURRENCY of it to everything else."""
+
+
+UNRESERVED_CONCURRENCY = 100
+"""Lambda keeps this much of an account's concurrency unreserved: a function's reserved
+concurrency is refused when the account's unreserved executions would fall below it."""
+
+RESERVED_CONCURRENCY_DEFAULT = 100
+"""The most a function reserves by default (functions.<name>.reserved_concurrency unset)."""
+
+STAGES_PER_ACCOUNT = 2
+"""The default reservations leave room for this many stages (dev and prod) in one account."""
+
+CALLBACKS_MAX_CONCURRENCY = 2
+"""Worker invocations the callbacks queue's event source runs at once (the least SQS
+allows). It shares the worker's reserved concurrency with the jobs queue's event source."""
 
 
 class RuntimeSpec(Strict):
@@ -64,6 +90,10 @@ class ModelSpec(Strict):
     """Builds the artifacts; leave it out to bring your own ONNX file."""
     description: str = ""
     versions: dict[VersionKey, ModelVersionSpec] = Field(min_length=1)
+    max_text_chars: Annotated[int, Field(ge=1, le=6_000_000)] = 100_000
+    """The longest text one input may be (embed): a longer one is refused (422) inline and
+    at a job's submission. Texts are cut to what max_tokens can use before tokenizing, so
+    this bounds the work an input may ask for, not the tokens it yields."""
 
 
 class ApiVersionSpec(Strict):
@@ -124,6 +154,10 @@ class FunctionSpec(Strict):
     """zip: code plus layers (250 MB unzipped at most); image: a container image built from
     functions/Dockerfile by `cdk deploy` (10 GB), for models too big for layers."""
     reserved_concurrency: Annotated[int, Field(ge=0)] | None = None
+    """Executions set aside for this function, and its cap: a flood of one route (the keyless
+    /health included) cannot take the account's concurrency from the others. Unset: the
+    loader gives it an even share (at most RESERVED_CONCURRENCY_DEFAULT) of what the account
+    can reserve for STAGES_PER_ACCOUNT stages; none where the account has nothing to reserve."""
     provisioned_concurrency: Annotated[int, Field(ge=1)] | None = None
     """Environments initialised ahead of traffic on the `live` alias (the minimum, when
     `scaling` is declared)."""
@@ -260,7 +294,17 @@ class JobsSpec(Strict):
     result_inline_max_kb: Annotated[int, Field(ge=1, le=300)] = 256
     """Larger results go to S3 and the job answer carries a presigned URL."""
     callback_attempts: Annotated[int, Field(ge=1, le=10)] = 5
-    """Deliveries of a job's callback before it is given up (backoff between them)."""
+    """Deliveries of a job's callback, one POST each, from the callbacks queue (its
+    maxReceiveCount; a backoff of retry_delay_s, doubling, between them) before it is
+    given up and its message moves to the callbacks dead-letter queue."""
+    max_concurrency: Annotated[int, Field(ge=2, le=1000)] | None = None
+    """The most worker invocations the jobs queue's event source mapping runs at once (its
+    MaximumConcurrency): at most functions.worker.reserved_concurrency less the callbacks
+    queue's CALLBACKS_MAX_CONCURRENCY, which is the default."""
+    sweep_schedule: Schedule = "rate(15 minutes)"
+    """When the worker sweeps the job table for jobs that can never run any more (never
+    sent, dead-lettered unclaimed, abandoned mid-run): it fails them with the reason and
+    counts them in StuckJobs, whose alarm goes off. A read settles such a job too."""
 
 
 DeploymentConfig = Literal[
@@ -318,6 +362,9 @@ class DeploySpec(Strict):
     """A share of 5XX answers (or of a function's invocations erring) above this alarms."""
     job_age_s: Annotated[int, Field(ge=60, le=1_209_600)] = 900
     """The oldest queued job message older than this alarms (the worker is not keeping up)."""
+    health_throttle: ThrottleSpec = Field(default_factory=lambda: ThrottleSpec(rate=10, burst=20))
+    """The keyless GET /health, throttled in the stage for every caller together (no usage
+    plan covers it): a flood of it is answered 429 by API Gateway, not by the api function."""
 
 
 class Declaration(Strict):
@@ -392,6 +439,32 @@ class Declaration(Strict):
             return self.jobs.visibility_timeout_s
         worker = self.functions.get(WORKER_FUNCTION, DEFAULT_WORKER)
         return 6 * worker.timeout_s
+
+    def jobs_max_concurrency(self) -> int:
+        """The jobs queue's event source mapping's MaximumConcurrency: declared, or what the
+        worker's reserved concurrency leaves beside the callbacks queue's event source
+        (within SQS's 2..1000), or 2 where nothing is reserved."""
+        if self.jobs.max_concurrency is not None:
+            return self.jobs.max_concurrency
+        reserved = self.functions.get(WORKER_FUNCTION, DEFAULT_WORKER).reserved_concurrency
+        if reserved is None:
+            return 2
+        return min(1000, max(2, reserved - CALLBACKS_MAX_CONCURRENCY))
+
+    def unclaimed_job_after_s(self) -> int:
+        """How long a job may stay queued, unclaimed, while its message may still reach a
+        worker: sent within the submitting function's timeout, then gathered for the
+        batching window and, each time a delivery dies before it claims the job, hidden for
+        the visibility timeout, max_receive_count times. Later, its message is in the
+        dead-letter queue, or was never sent."""
+        submit_s = max(
+            (spec.timeout_s for name, spec in self.functions.items() if name != WORKER_FUNCTION),
+            default=INTEGRATION_TIMEOUT_S,
+        )
+        deliveries_s = (self.jobs.batching_window_s + self.visibility_timeout_s()) * (
+            self.jobs.max_receive_count
+        )
+        return submit_s + deliveries_s + UNCLAIMED_MARGIN_S
 
     def routing_for(self, model: str) -> RoutingSpec:
         return self.routing.get(model, RoutingSpec())

@@ -1,8 +1,9 @@
 """The local stack's fault API, for chaos testing from outside the `stratoserve dev`
 process (in spirit LocalStack's chaos API; the GPU executor's `/faults` is its sibling).
 
-It is served on the local Lambda Invoke API's port (loopback only, no keys: anyone who
-reaches it may invoke any function already), under `/_stratoserve/faults`:
+It is served on the local Lambda Invoke API's port, behind the same checks (loopback.py:
+Host 127.0.0.1/localhost, no Origin, JSON bodies, and `Authorization: Bearer <token>`
+with the token of `.stratoserve/stack.json`), under `/_stratoserve/faults`:
 
     GET  /_stratoserve/faults               -> {"aws": {"up", "restarts", "endpoint_url"}}
     POST /_stratoserve/faults/aws-restart   {"down_s": 3}

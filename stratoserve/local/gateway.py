@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from stratoserve.local.environments import InvocationError
 from stratoserve.local.events import BadProxyResult, Caller, http_response, rest_proxy_event
+from stratoserve.local.header_limit import MAX_HEADER_BYTES, TOO_LARGE_BODY, request_header_bytes
 from stratoserve.local.keys import key_id_for
+from stratoserve.local.loopback import bearer_matches
 from stratoserve.local.metering import Exchange, Meter
 from stratoserve.local.routes import MethodNotDeclared
 from stratoserve.local.throttling import UsageLimiter
@@ -53,8 +55,10 @@ INTERNAL_ERROR = (502, b'{"message":"Internal server error"}', "InternalServerEr
 TIMED_OUT = (504, b'{"message":"Endpoint request timed out"}', "IntegrationTimeoutException")
 THROTTLED = (429, b'{"message":"Too Many Requests"}', "TooManyRequestsException")
 QUOTA_EXCEEDED = (429, b'{"message":"Limit Exceeded"}', "LimitExceededException")
+HEADERS_TOO_LARGE = (431, TOO_LARGE_BODY, "RequestHeaderFieldsTooLargeException")
 
-# Served by the local gateway only: API Gateway has no such route.
+# Served by the local gateway only: API Gateway has no such route. Anonymous scrapes get
+# aggregates; a tenant's key adds its own series, the stack's token everyone's.
 METRICS_PATH = "/metrics"
 
 
@@ -82,6 +86,7 @@ class Gateway:
         meter: Meter | None = None,
         stage: str = "local",
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
+        token: str | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
@@ -91,6 +96,8 @@ class Gateway:
         self.meter = meter or Meter()
         self.stage = stage
         self.integration_timeout_s = integration_timeout_s
+        self.token = token
+        """The stack's token: /metrics shows every tenant's series to its holder."""
         # Each key's usage id -> (tenant, limits) for persisting quota counters.
         self.quotas: dict[str, tuple[str, PlanLimits]] = {}
 
@@ -104,11 +111,13 @@ class Gateway:
         request_id = str(uuid.uuid4())
         if scope["path"] == METRICS_PATH and scope["method"] == "GET":
             # A scrape is not API traffic: answered, never counted.
-            metrics = self.meter.exposition()
-            await _send(send, Answer(200, [("content-type", CONTENT_TYPE_LATEST)], metrics))
+            await _send(send, self._metrics(scope))
             return
         try:
-            answer = await self._handle(scope, receive, request_id)
+            if request_header_bytes(scope) > MAX_HEADER_BYTES:
+                answer = _refusal(HEADERS_TOO_LARGE)
+            else:
+                answer = await self._handle(scope, receive, request_id)
         except ClientGone:
             return
         answer.headers.append(("x-amzn-RequestId", request_id))
@@ -126,6 +135,24 @@ class Gateway:
             f" -> {answer.function}" if answer.function else "",
             f" (cold start, init {answer.init_ms:.0f} ms)" if answer.init_ms is not None else "",
         )
+
+    def _metrics(self, scope: Scope) -> Answer:
+        """Tenant names are the operator's business: aggregates for anyone, a tenant's own
+        series with its key, everyone's with the stack's token."""
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        if self.token is not None and bearer_matches(headers, self.token):
+            metrics = self.meter.exposition(everyone=True)
+        elif "x-api-key" in headers:
+            key = self.keys.lookup(headers["x-api-key"])
+            if key is None:
+                return _refusal(FORBIDDEN)
+            metrics = self.meter.exposition(tenant=key.tenant)
+        else:
+            metrics = self.meter.exposition()
+        return Answer(200, [("content-type", CONTENT_TYPE_LATEST)], metrics)
 
     def _record(self, answer: Answer, seconds: float) -> None:
         headers = {name.lower(): value for name, value in answer.headers}

@@ -10,8 +10,10 @@ running are in gpu_calls.py; this module is the HTTP interface and the process):
     GET    /health           -> {"ok": true, "models": [...], "provider": ...}
     GET|PUT /faults          {"error": p, "hang": p}: inject failures into later calls
 
-`stratoserve dev` starts it with launch(); `python -m stratoserve.local.gpu_executor` runs
-it alone.
+Every request needs `Authorization: Bearer <token>` (the stack's token, which the worker
+gets in STRATOSERVE_GPU_EXECUTOR_TOKEN), Host 127.0.0.1/localhost and no Origin; bodies
+are JSON (loopback.py says why). `stratoserve dev` starts it with launch();
+`python -m stratoserve.local.gpu_executor` runs it alone, with the token in that variable.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from stratoserve.declaration import load_declaration
 from stratoserve.declaration.loader import CONFIG_ENV
 from stratoserve.local.gpu_calls import Executor, ExecutorError, Faults, _dumps
+from stratoserve.local.loopback import bearer_matches, check_content_type, check_origin, new_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
 
 URL_ENV = "STRATOSERVE_GPU_EXECUTOR_URL"
 """How the worker's environments find the executor."""
+TOKEN_ENV = "STRATOSERVE_GPU_EXECUTOR_TOKEN"
+"""The token callers must present (the worker's environments and the executor get it)."""
 FAULTS_ENV = "STRATOSERVE_GPU_FAULTS"
 """Faults from the start, e.g. "error=0.5,hang=0.1"."""
 MAX_BODY_BYTES = 256 << 20
@@ -63,7 +68,28 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def _refused(self) -> bool:
+        """Answer a caller that the loopback checks refuse; whether it was refused."""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        refusal = check_origin(headers, self.server.server_address[1]) or check_content_type(
+            self.command, headers
+        )
+        if refusal is None and not bearer_matches(headers, self.server.token):
+            self._answer(
+                HTTPStatus.UNAUTHORIZED,
+                {"error": f"this local GPU executor needs Authorization: Bearer <{TOKEN_ENV}>"},
+            )
+            self.close_connection = True  # its body, if any, is left unread
+            return True
+        if refusal is not None:
+            self.close_connection = True
+            self._answer(HTTPStatus(refusal.status), {"error": refusal.message})
+            return True
+        return False
+
     def do_GET(self) -> None:
+        if self._refused():
+            return
         executor = self.server.executor
         path = self.path.split("?", 1)[0]
         if path == "/health":
@@ -76,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found(path)
 
     def do_POST(self) -> None:
+        if self._refused():
+            return
         path = self.path.split("?", 1)[0]
         if path != "/calls":
             self._not_found(path)
@@ -97,6 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(HTTPStatus.ACCEPTED, {"call_id": call.call_id})
 
     def do_DELETE(self) -> None:
+        if self._refused():
+            return
         path = self.path.split("?", 1)[0]
         match = _CALL_PATH.match(path)
         if not match:
@@ -105,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._call_status(self.server.executor.calls.cancel(match.group(1)), match.group(1))
 
     def do_PUT(self) -> None:
+        if self._refused():
+            return
         path = self.path.split("?", 1)[0]
         if path != "/faults":
             self._not_found(path)
@@ -185,16 +217,22 @@ def _call_problem(body: Any) -> str | None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, executor: Executor, sock: socket.socket) -> None:
+    def __init__(self, executor: Executor, sock: socket.socket, token: str) -> None:
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
         self.server_address = sock.getsockname()[:2]
         self.executor = executor
+        self.token = token
 
 
 def serve(
-    config: Path, sock: socket.socket, *, faults: Faults, on_ready: Callable[[str], None]
+    config: Path,
+    sock: socket.socket,
+    *,
+    faults: Faults,
+    token: str,
+    on_ready: Callable[[str], None],
 ) -> None:
     """Serve on the listening `sock` until interrupted."""
     os.environ[CONFIG_ENV] = str(config)  # gpu_jobs.app reads the same declaration
@@ -208,7 +246,7 @@ def serve(
             "the local GPU executor needs modal (the gpu extra): pip install -e '.[gpu]'"
         )
     executor.start()
-    server = _Server(executor, sock)
+    server = _Server(executor, sock, token)
     host, port = sock.getsockname()[:2]
     on_ready(f"http://{host}:{port}")
     try:
@@ -226,6 +264,7 @@ class ExecutorProcess:
 
     process: subprocess.Popen[bytes]
     url: str
+    token: str = field(repr=False)
 
     @property
     def pid(self) -> int:
@@ -238,6 +277,9 @@ class ExecutorProcess:
         deadline = time.monotonic() + timeout_s
         # Straight to the loopback, whatever HTTP_PROXY says.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        health_request = urllib.request.Request(
+            self.url + "/health", headers={"Authorization": f"Bearer {self.token}"}
+        )
         while True:
             status = self.process.poll()
             if status is not None:
@@ -246,7 +288,7 @@ class ExecutorProcess:
                     "see its output above"
                 )
             try:
-                with opener.open(self.url + "/health", timeout=1.0) as response:
+                with opener.open(health_request, timeout=1.0) as response:
                     health: dict[str, Any] = json.loads(response.read())
                     return health
             except (OSError, ValueError):
@@ -267,10 +309,16 @@ class ExecutorProcess:
 
 
 def launch(
-    config: Path, *, cwd: Path, environment: dict[str, str] | None = None
+    config: Path,
+    *,
+    cwd: Path,
+    environment: dict[str, str] | None = None,
+    token: str | None = None,
 ) -> ExecutorProcess:
     """Start the executor on a free loopback port (bound here, so the URL is known at once
-    and no other process can take the port before the executor listens)."""
+    and no other process can take the port before the executor listens), answering callers
+    that present `token` (None: a new one, in the result)."""
+    token = token or new_token()
     faults = os.environ.get(FAULTS_ENV, "")
     try:
         Faults.parse(faults)
@@ -294,13 +342,13 @@ def launch(
                 str(os.getpid()),
             ],
             cwd=cwd,
-            env={**os.environ, **(environment or {})},
+            env={**os.environ, **(environment or {}), TOKEN_ENV: token},
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
         )
     finally:
         sock.close()  # the child holds its own copy
-    return ExecutorProcess(process, f"http://127.0.0.1:{port}")
+    return ExecutorProcess(process, f"http://127.0.0.1:{port}", token)
 
 
 def _exit_with(parent: int) -> None:
@@ -340,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         sys.stderr.write(f"error: {FAULTS_ENV}: {error}\n")
         return 2
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        sys.stderr.write(
+            f"error: set {TOKEN_ENV} to the token callers must send (Authorization: Bearer)\n"
+        )
+        return 2
     if arguments.exit_with is not None:
         _exit_with(arguments.exit_with)
     if arguments.listen_fd is not None:
@@ -355,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        serve(config, sock, faults=faults, on_ready=ready)
+        serve(config, sock, faults=faults, token=token, on_ready=ready)
     except (ExecutorError, DeclarationError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2

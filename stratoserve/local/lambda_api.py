@@ -11,10 +11,15 @@ background), `DryRun` 204. A function whose environments are all busy is throttl
 (429 TooManyRequestsException), as reserved concurrency would: waiting could deadlock a
 warm-up whose origin holds the last environment its targets need.
 
-It listens on its own loopback port, not the gateway's: it has no keys (anyone who reaches
-it invokes any function), and on AWS, too, Lambda's endpoint is not the API's. The local
-stack's own control paths (`/_stratoserve/...`, the fault API of faults.py) are served
-here for the same reason.
+It listens on its own loopback port, not the gateway's: it has no API keys, and on AWS,
+too, Lambda's endpoint is not the API's. As Lambda does, it wants to know who calls: a
+request signed (SigV4) with the stack's credentials (access key id `local`, the secret
+the token in `.stratoserve/stack.json`), as boto3 and the AWS CLI sign, or `Authorization:
+Bearer <token>`; from Host 127.0.0.1/localhost, without an Origin, with a JSON body or,
+as boto3's Invoke sends it, a body without a Content-Type (loopback.py). Without that,
+any web page or local user could run any function with a made-up API Gateway event, as
+any tenant. The local stack's own control paths (`/_stratoserve/...`, the fault API of
+faults.py) are served here behind the same checks.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import orjson
 
 from stratoserve.local.environments import AtConcurrencyLimit, InvocationError
 from stratoserve.local.gateway import ClientGone, read_body
+from stratoserve.local.loopback import check_content_type, check_origin, check_token
 from stratoserve.local.tasks import cancel_all
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Iterator, Mapping
 
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 
     from stratoserve.local.environments import FunctionPool
     from stratoserve.local.faults import FaultsApi
@@ -54,20 +60,28 @@ Headers = list[tuple[str, str]]
 
 
 class LambdaApi:
-    def __init__(self, pools: Mapping[str, FunctionPool], faults: FaultsApi | None = None) -> None:
+    def __init__(
+        self, pools: Mapping[str, FunctionPool], faults: FaultsApi | None = None, *, token: str
+    ) -> None:
         self.pools = pools
         self.faults = faults
+        self.token = token
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if self.faults is not None and scope["path"].startswith(CONTROL_PREFIX):
-            await self.faults(scope, receive, send)
-            return
         request_id = str(uuid.uuid4())
         try:
-            status, headers, body = await self._handle(scope, receive, request_id)
+            refused = await self._refusal(scope, receive)
+            if isinstance(refused, bytes):
+                receive = _replay(refused, receive)
+                if self.faults is not None and scope["path"].startswith(CONTROL_PREFIX):
+                    await self.faults(scope, receive, send)
+                    return
+                status, headers, body = await self._handle(scope, receive, request_id)
+            else:
+                status, headers, body = refused
         except ClientGone:
             return
         headers = [
@@ -89,6 +103,42 @@ class LambdaApi:
         await cancel_all(self._background)
         if self.faults is not None:
             await self.faults.close()
+
+    async def _refusal(self, scope: Scope, receive: Receive) -> tuple[int, Headers, bytes] | bytes:
+        """The answer to a caller the loopback checks refuse; else the request's body (read
+        here: a signature covers it)."""
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1")
+            for key, value in scope["headers"]
+        }
+        port = int((scope.get("server") or ("", 0))[1] or 0)
+        # boto3's Invoke sends its payload without a Content-Type; the control paths are
+        # called with JSON only.
+        invoking = not scope["path"].startswith(CONTROL_PREFIX)
+        refusal = check_origin(headers, port) or check_content_type(
+            scope["method"], headers, allow_missing=invoking
+        )
+        if refusal is not None:
+            return _error(refusal.status, refusal.error_type, refusal.message)
+        body = await read_body(receive, MAX_PAYLOAD_BYTES)
+        if body is None:
+            return _error(
+                413,
+                "RequestTooLargeException",
+                f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the "
+                "InvokeFunction operation",
+            )
+        refusal = check_token(
+            method=scope["method"],
+            raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            raw_query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            token=self.token,
+        )
+        if refusal is not None:
+            return _error(refusal.status, refusal.error_type, refusal.message)
+        return body
 
     async def _handle(
         self, scope: Scope, receive: Receive, request_id: str
@@ -163,6 +213,21 @@ class LambdaApi:
 
 
 _JSON = ("Content-Type", "application/json")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a request whose body was read already: the body, then the client's
+    own messages (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def function_name(requested: str) -> str | None:

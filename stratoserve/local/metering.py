@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.metrics_core import Metric
+
     from stratoserve.local.throttling import PlanLimits, UsageLimiter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -98,8 +103,43 @@ class Meter:
             figures["requests"] += 1
             figures["model_ms"] += exchange.model_ms or 0.0
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, *, tenant: str | None = None, everyone: bool = False) -> bytes:
+        """The metrics in Prometheus' text format. Requests per tenant only for `everyone`
+        (the stack's token) or that one `tenant` (its key); else summed over tenants, so
+        an anonymous scrape learns no tenant's name."""
+        if everyone:
+            return generate_latest(self.registry)
+        view = CollectorRegistry(auto_describe=False)
+        view.register(_TenantView(self.registry, tenant))
+        return generate_latest(view)
+
+
+class _TenantView:
+    """The meter's metrics with `stratoserve_requests` summed over tenants, or narrowed to
+    one tenant."""
+
+    def __init__(self, registry: CollectorRegistry, tenant: str | None) -> None:
+        self.registry = registry
+        self.tenant = tenant
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if family.name != "stratoserve_requests":
+                yield family
+                continue
+            labels = ["route", "status"] if self.tenant is None else ["tenant", "route", "status"]
+            view = CounterMetricFamily(family.name, family.documentation, labels=labels)
+            sums: dict[tuple[str, ...], float] = {}
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue  # _created: per series, meaningless for a sum
+                if self.tenant is not None and sample.labels["tenant"] != self.tenant:
+                    continue
+                key = tuple(sample.labels[label] for label in labels)
+                sums[key] = sums.get(key, 0.0) + sample.value
+            for key, value in sorted(sums.items()):
+                view.add_metric(list(key), value)
+            yield view
 
 
 class UsageFile:

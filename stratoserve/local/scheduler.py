@@ -1,5 +1,6 @@
 """The local stack's EventBridge: each function's warm-up event on its declared schedule
-(`functions.<name>.warmup`), and once at start.
+(`functions.<name>.warmup`), and once at start; other scheduled events (the worker's
+stuck-jobs sweep, `jobs.sweep_schedule`) on theirs through `follow`.
 
 The event is the one the CDK app's rule sends (`warmup_event(concurrency)`), handed to the
 function's pool as EventBridge hands it to Lambda: straight to the function, never through
@@ -108,19 +109,25 @@ class WarmupScheduler:
         await cancel_all(self._tasks)
         self._tasks.clear()
 
+    def follow(self, schedule: Schedule, send: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Run `send()` whenever `schedule` fires from now on (not at start)."""
+        self._spawn(self._fire(schedule, send))
+
     async def _follow(self, warmup: Warmup) -> None:
-        since = self._clock()
         self._spawn(self.send(warmup))
         if warmup.schedule is None:
             return
-        moment = since
-        while (fire := warmup.schedule.next_after(moment, since=since)) is not None:
+        await self._fire(warmup.schedule, lambda: self.send(warmup))
+        logger.warning("warm-up of %s: %s never fires again", warmup.function, warmup.expression)
+
+    async def _fire(self, schedule: Schedule, send: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        since = moment = self._clock()
+        while (fire := schedule.next_after(moment, since=since)) is not None:
             while (left := (fire - self._clock()).total_seconds()) > 0:
                 await self._sleep(min(left, _SLICE_S))
-            # Its own task: a slow warm-up must not hold back the next firing.
-            self._spawn(self.send(warmup))
+            # Its own task: a slow invocation must not hold back the next firing.
+            self._spawn(send())
             moment = fire
-        logger.warning("warm-up of %s: %s never fires again", warmup.function, warmup.expression)
 
     async def send(self, warmup: Warmup) -> Any:
         """One warm-up of `warmup.function`; its answer is logged, a failure too (never

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from functions.runtime import callback_queue
+from functions.worker.sweep import SWEEP_EVENT
 from stratoserve.declaration import load_declaration, models_dir
 from stratoserve.declaration.loader import MODELS_DIR_ENV
 from stratoserve.declaration.schema import HTTP_HANDLER, WORKER_FUNCTION, WORKER_HANDLER
@@ -26,15 +28,20 @@ from stratoserve.local.environments import FunctionConfig, FunctionPool, close_a
 from stratoserve.local.faults import FaultsApi
 from stratoserve.local.gateway import Gateway
 from stratoserve.local.gpu_calls import ExecutorError
+from stratoserve.local.gpu_executor import TOKEN_ENV as GPU_EXECUTOR_TOKEN_ENV
 from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
 from stratoserve.local.gpu_executor import ExecutorProcess, launch
+from stratoserve.local.header_limit import server_options
 from stratoserve.local.keys import DEV_TENANT, GatewayKeys
 from stratoserve.local.lambda_api import LambdaApi, LambdaEndpoint
+from stratoserve.local.loopback import new_token
 from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.poller import EventSourcePoller
 from stratoserve.local.routes import RouteTable
 from stratoserve.local.scheduler import Warmup, WarmupScheduler, declared_warmups
+from stratoserve.local.schedules import UnsupportedSchedule, parse_schedule
 from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
+from stratoserve.tenants import TenantRegistry, new_tenant_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +70,13 @@ class DevOptions:
 
 def state_dir(project_root: Path) -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or project_root / ".stratoserve")
+
+
+def secure_state_dir(state: Path) -> None:
+    """The state folder, the owner's only (700): it holds the stack's token, the keys and
+    the callback signing key. A folder made before this rule is tightened."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state.chmod(0o700)
 
 
 def running_stack(state: Path) -> dict[str, Any] | None:
@@ -166,41 +180,57 @@ async def serve(
     lambda_sock = bind("127.0.0.1", 0)
     lambda_endpoint: LambdaEndpoint | None = None
     project_root = options.config.resolve().parent
-    aws = LocalAws()
+    secure_state_dir(options.state_dir)
+    # Who holds it may use the stack's own services (loopback.py); kept in stack.json only.
+    token = new_token()
+    aws = LocalAws(token)
     pools: dict[str, FunctionPool] = {}
     record = options.state_dir / "stack.json"
     flushing: asyncio.Task[None] | None = None
     poller: EventSourcePoller | None = None
+    callback_poller: EventSourcePoller | None = None
     executor: ExecutorProcess | None = None
     scheduler: WarmupScheduler | None = None
     notes: list[str] = []
     try:
         try:
             aws_url = aws.start()
-            keys = await asyncio.to_thread(
-                _local_keys, declaration, aws_url, options.state_dir, options.api_key
-            )
             resources = await asyncio.to_thread(
-                create_job_resources, declaration, lambda service: aws_client(service, aws_url)
+                create_job_resources,
+                declaration,
+                lambda service: aws_client(service, aws_url, token),
+            )
+            # After the job resources: each key is registered in their tenant registry.
+            keys = await asyncio.to_thread(
+                _local_keys,
+                declaration,
+                aws_url,
+                options.state_dir,
+                options.api_key,
+                resources.tenants_table,
+                token,
             )
         except (LocalAwsError, KeysError) as error:
             raise StackError(str(error)) from None
         jobs_environment = {
             **resources.environment(),
-            "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir),
             "STRATOSERVE_LOCAL_STACK": "1",
         }
-        worker_environment = {}
+        # As on AWS (infra_cdk's service stack), only the worker signs callbacks.
+        worker_environment = {
+            "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir)
+        }
         if declaration.gpu is not None:
-            # The GPU layer's stand-in, started first: the worker gets its URL.
-            executor = _start_gpu_executor(declaration, options.config, project_root)
+            # The GPU layer's stand-in, started first: the worker gets its URL and token.
+            executor = _start_gpu_executor(declaration, options.config, project_root, token)
             worker_environment[GPU_EXECUTOR_URL_ENV] = executor.url
+            worker_environment[GPU_EXECUTOR_TOKEN_ENV] = token
         pools = {
             name: FunctionPool(config, cwd=project_root)
             for name, config in function_configs(
                 declaration,
                 options.config,
-                function_environment(aws_url),
+                function_environment(aws_url, token),
                 jobs_environment,
                 worker_environment,
                 socket_url(lambda_sock),
@@ -228,12 +258,13 @@ async def serve(
             plans=plan_limits(declaration),
             limiter=UsageLimiter(counters=counters),
             meter=Meter(restored),
+            token=token,
         )
         # Every key's quota is reported by `keys usage`, not only those used since start.
         gateway.quotas.update(keys.quota_owners(gateway.plans))
         flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
         poller = EventSourcePoller(
-            sqs=aws_client("sqs", aws_url),
+            sqs=aws_client("sqs", aws_url, token),
             queue_url=resources.queue_url,
             queue_arn=resources.queue_arn,
             pool=pools[WORKER_FUNCTION],
@@ -243,22 +274,37 @@ async def serve(
             pollers=declaration.functions[WORKER_FUNCTION].local_environments,
         )
         poller.start()
-        lambda_endpoint = LambdaEndpoint(LambdaApi(pools, FaultsApi(aws)), lambda_sock)
+        # The worker's second event source, as the CDK app maps it: finished jobs' callbacks.
+        callback_poller = EventSourcePoller(
+            sqs=aws_client("sqs", aws_url, token),
+            queue_url=resources.callbacks_queue_url,
+            queue_arn=resources.callbacks_queue_arn,
+            pool=pools[WORKER_FUNCTION],
+            batch_size=callback_queue.BATCH_SIZE,
+            batching_window_s=0,
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+        )
+        callback_poller.start()
+        lambda_endpoint = LambdaEndpoint(LambdaApi(pools, FaultsApi(aws), token=token), lambda_sock)
         lambda_endpoint.start()
         warmups = declared_warmups(declaration)
         scheduler = WarmupScheduler(warmups, functools.partial(_warm_up, pools))
         scheduler.start()
         notes.extend(_warmup_note(warmup) for warmup in warmups)
+        notes.append(_schedule_sweep(scheduler, declaration, pools[WORKER_FUNCTION]))
         config = uvicorn.Config(
             gateway,
             log_level="warning",
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=5,
+            **server_options(),
         )
         server = uvicorn.Server(config)
         url = socket_url(sock)
-        _write_record(record, url, aws_url, socket_url(lambda_sock), pools, resources, executor)
+        _write_record(
+            record, url, aws_url, socket_url(lambda_sock), pools, resources, executor, token=token
+        )
         on_ready(url, init_ms, notes)
         await server.serve(sockets=[sock])
     finally:
@@ -268,6 +314,8 @@ async def serve(
             await lambda_endpoint.stop()
         if poller is not None:
             await poller.stop()
+        if callback_poller is not None:
+            await callback_poller.stop()
         if flushing is not None:
             flushing.cancel()
             usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
@@ -287,6 +335,30 @@ async def _warm_up(pools: dict[str, FunctionPool], function: str, event: Any) ->
     return (await pools[function].invoke(event)).result
 
 
+def _schedule_sweep(
+    scheduler: WarmupScheduler, declaration: Declaration, worker: FunctionPool
+) -> str:
+    """The stuck-jobs sweep on `jobs.sweep_schedule`, sent to the worker as the CDK app's
+    rule sends it; the note says when."""
+    expression = declaration.jobs.sweep_schedule
+    try:
+        schedule = parse_schedule(expression)
+    except UnsupportedSchedule as error:
+        return f"stuck-jobs sweep: {error}; reads still settle stuck jobs"
+    scheduler.follow(schedule, functools.partial(_sweep, worker))
+    return f"stuck-jobs sweep: worker, {expression} (UTC)"
+
+
+async def _sweep(worker: FunctionPool) -> None:
+    try:
+        answer = (await worker.invoke(SWEEP_EVENT)).result
+    except Exception as error:  # the next firing tries again
+        logger.warning("stuck-jobs sweep failed: %s", error)
+        return
+    if isinstance(answer, dict) and answer.get("settled"):
+        logger.warning("stuck-jobs sweep: %s job(s) failed, never to run", answer["settled"])
+
+
 def _warmup_note(warmup: Warmup) -> str:
     repeats = f"{warmup.expression} (UTC)" if warmup.schedule else "at start only"
     environments = f"{warmup.concurrency} environment(s)"
@@ -295,12 +367,15 @@ def _warmup_note(warmup: Warmup) -> str:
     return f"warm-up: {warmup.function}, {environments}, {repeats}"
 
 
-def _start_gpu_executor(declaration: Declaration, source: Path, cwd: Path) -> ExecutorProcess:
+def _start_gpu_executor(
+    declaration: Declaration, source: Path, cwd: Path, token: str
+) -> ExecutorProcess:
     try:
         return launch(
             source.resolve(),
             cwd=cwd,
             environment={MODELS_DIR_ENV: str(models_dir(declaration, source))},
+            token=token,
         )
     except (ExecutorError, OSError) as error:
         raise StackError(f"cannot start the local GPU executor: {error}") from None
@@ -335,21 +410,37 @@ def plan_limits(declaration: Declaration) -> dict[str, PlanLimits]:
     }
 
 
-def _local_keys(declaration: Declaration, aws_url: str, state: Path, dev_key: str) -> GatewayKeys:
-    """Recreate the local API Gateway's usage plans and keys in the fresh moto server:
-    the keys kept in keys.json, and the dev key on the most generous plan."""
-    client = aws_client("apigateway", aws_url)
-    service = KeyService(client, project=declaration.project.name)
+def _local_keys(
+    declaration: Declaration,
+    aws_url: str,
+    state: Path,
+    dev_key: str,
+    tenants_table: str,
+    token: str,
+) -> GatewayKeys:
+    """Recreate the local API Gateway's usage plans and keys in the fresh moto server, and
+    their tenant registry entries (same tenant ids and secret versions as before the
+    restart): the keys kept in keys.json, and the dev key on the most generous plan."""
+    client = aws_client("apigateway", aws_url, token)
+    registry = TenantRegistry(aws_client("dynamodb", aws_url, token), tenants_table)
+    service = KeyService(client, project=declaration.project.name, registry=registry)
     service.ensure_plans(declaration)
     store = LocalKeyStore(state)
     stored_keys = _with_dev_key(store.load(), dev_key, declaration.most_generous_plan())
     restored = []
     for stored in stored_keys:
         try:
-            service.create(stored.tenant, stored.plan, value=stored.key)
+            issued = service.create(
+                stored.tenant,
+                stored.plan,
+                value=stored.key,
+                # A keys.json from before the registry: the name was the tenant's id.
+                tenant_id=stored.tenant_id or stored.tenant,
+                secret_version=stored.secret_version,
+            )
             if not stored.enabled:
                 service.revoke(stored.tenant)
-            restored.append(stored)
+            restored.append(replace(stored, tenant_id=issued.tenant_id))
         except KeysError as error:
             # Kept, but disabled: a later key of the tenant must not lose to this one.
             logger.warning("key of tenant %s not restored: %s", stored.tenant, error)
@@ -361,13 +452,18 @@ def _local_keys(declaration: Declaration, aws_url: str, state: Path, dev_key: st
 
 
 def _with_dev_key(keys: list[StoredKey], value: str, plan: str | None) -> list[StoredKey]:
-    """The dev key, active on `plan`; an earlier dev key with another value is disabled."""
+    """The dev key, active on `plan`; an earlier dev key with another value is disabled. The
+    same dev key keeps its tenant id and secret version (its callback secret)."""
+    same = [key for key in keys if key.tenant == DEV_TENANT and key.key == value]
     kept = [
         replace(key, enabled=False) if key.tenant == DEV_TENANT and key.key != value else key
         for key in keys
         if not (key.tenant == DEV_TENANT and key.key == value)
     ]
-    return [*kept, StoredKey(DEV_TENANT, plan or "", value, True)]
+    dev = StoredKey(DEV_TENANT, plan or "", value, True, tenant_id=new_tenant_id())
+    if same:
+        dev = replace(same[-1], plan=plan or "", enabled=True)
+    return [*kept, dev]
 
 
 async def _flush_usage(usage_file: UsageFile, gateway: Gateway) -> None:
@@ -406,8 +502,10 @@ def _write_record(
     pools: dict[str, FunctionPool],
     resources: JobResources,
     executor: ExecutorProcess | None = None,
+    *,
+    token: str,
 ) -> None:
-    record.parent.mkdir(parents=True, exist_ok=True)
+    secure_state_dir(record.parent)
     content = {
         "url": url,
         "aws_url": aws_url,
@@ -416,9 +514,16 @@ def _write_record(
         "pid": os.getpid(),
         "started_at": time.time(),
         "functions": sorted(pools),
+        "token": token,
     }
     if executor is not None:
         content["gpu_executor"] = {"url": executor.url, "pid": executor.pid}
-    temporary = record.with_suffix(".tmp")
-    temporary.write_text(json.dumps(content, indent=2))
+    # Created 600 (never readable by others, even for a moment); a leftover from a crash
+    # is replaced, not reused with its old mode.
+    temporary = record.with_suffix(f".{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(content, indent=2))
     temporary.replace(record)

@@ -18,7 +18,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from stratoserve.local.aws import DUMMY_CREDENTIALS, REGION
+from stratoserve.local.aws import REGION, credentials
 from tests.conftest import DECLARATION_FILE, ROOT
 
 if TYPE_CHECKING:
@@ -98,6 +98,11 @@ def stack_record(stack: Stack) -> dict[str, Any]:
     return record
 
 
+def bearer(record: dict[str, Any]) -> dict[str, str]:
+    """What the stack's own services (fault API, GPU executor) ask of a caller."""
+    return {"Authorization": f"Bearer {record['token']}"}
+
+
 class WorkerKiller:
     """SIGKILLs a worker execution environment in the middle of an invocation, at most
     once every `every_s` seconds, from a thread of its own; the poller's next batch
@@ -166,10 +171,12 @@ def restart_aws(stack: Stack, down_s: float) -> Outage:
     """Take the stack's moto down for `down_s` through the fault API; check that a call
     fails meanwhile, then wait until one goes through again."""
     record = stack_record(stack)
-    sqs = _single_try_client("sqs", record["aws_url"])  # ahead: making one takes a while
+    # ahead: making one takes a while
+    sqs = _single_try_client("sqs", record["aws_url"], record["token"])
     answer = httpx.post(
         f"{record['lambda_url']}/_stratoserve/faults/aws-restart",
         json={"down_s": down_s},
+        headers=bearer(record),
         timeout=30,
     )
     assert answer.status_code == 202, answer.text
@@ -192,18 +199,21 @@ def restart_aws(stack: Stack, down_s: float) -> Outage:
     return outage
 
 
-def _single_try_client(service: str, url: str) -> Any:
+def _single_try_client(service: str, url: str, token: str) -> Any:
     return boto3.client(
         service,
         endpoint_url=url,
         region_name=REGION,
         config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
-        **DUMMY_CREDENTIALS,
+        **credentials(token),
     )
 
 
 def faults_state(stack: Stack) -> dict[str, Any]:
-    answer = httpx.get(f"{stack_record(stack)['lambda_url']}/_stratoserve/faults", timeout=10)
+    record = stack_record(stack)
+    answer = httpx.get(
+        f"{record['lambda_url']}/_stratoserve/faults", headers=bearer(record), timeout=10
+    )
     assert answer.status_code == 200, answer.text
     state: dict[str, Any] = answer.json()
     return state

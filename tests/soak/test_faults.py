@@ -36,6 +36,7 @@ from tests.soak.chaos import (
     Outage,
     StackLog,
     WorkerKiller,
+    bearer,
     fault_declaration,
     faults_state,
     restart_aws,
@@ -152,7 +153,7 @@ def admin(stack: Stack) -> JobAdmin:
     return JobAdmin.connect(
         load_declaration(stack.config),
         JobResources(**record["jobs"]),
-        lambda service: aws_client(service, record["aws_url"]),
+        lambda service: aws_client(service, record["aws_url"], record["token"]),
     )
 
 
@@ -215,8 +216,13 @@ def _depths(admin: JobAdmin) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def run(stack: Stack, admin: JobAdmin) -> Run:
-    executor = stack_record(stack)["gpu_executor"]["url"]
-    answer = httpx.put(f"{executor}/faults", json={"error": 0.5}, timeout=10)
+    record = stack_record(stack)
+    answer = httpx.put(
+        f"{record['gpu_executor']['url']}/faults",
+        json={"error": 0.5},
+        headers=bearer(record),
+        timeout=10,
+    )
     assert answer.status_code == 200, answer.text
     planned = _plan()
     outages: list[Outage] = []

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from functions.api.dependencies import EnvironmentDep, TenantDep
 from functions.api.errors import ApiError
@@ -31,12 +32,11 @@ from functions.api.openapi import (
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
 from functions.runtime.aws import describe_error, error_code, public_reason
-from functions.runtime.callbacks import CallbackRefused, check_url
+from functions.runtime.callbacks import CallbackRefused, check_destination
 from functions.runtime.job_service import IdempotencyConflict, JobsUnavailable
 from functions.runtime.job_store import JobNotCancellable
 from functions.runtime.job_view import job_view
-from functions.runtime.jobs import NO_TENANT
-from functions.runtime.models import INPUT_CHECKS, InputError
+from functions.runtime.models import InputError, check_inputs
 from functions.runtime.observability import logger
 from functions.runtime.routing import RouteRefused, route_job
 
@@ -118,7 +118,14 @@ def _submit_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]
             if not isinstance(callback_url, str):
                 raise ApiError(422, '"callback_url" must be a URL string')
             try:
-                check_url(callback_url, allow_loopback=environment.settings.local_stack)
+                # As the worker checks it before each POST: the host resolved, every address
+                # public (a lookup blocks: off the event loop).
+                await run_in_threadpool(
+                    check_destination,
+                    callback_url,
+                    allow_loopback=environment.settings.local_stack,
+                    resolve=environment.resolve_host,
+                )
             except CallbackRefused as refused:
                 raise ApiError(422, f'"callback_url" {refused}') from None
         return await enqueue(
@@ -140,7 +147,7 @@ async def enqueue(
     inputs: Any,
     request: Request,
     environment: ExecutionEnvironment,
-    tenant: Tenant | None,
+    tenant: Tenant,
     *,
     callback_url: str | None = None,
 ) -> JSONResponse:
@@ -152,14 +159,14 @@ async def enqueue(
     except LookupError as error:
         raise ApiError(404, str(error)) from None
     plan = environment.plan_of(tenant)
-    if plan is not None and tenant is not None and not plan.allows(model):
+    if plan is not None and not plan.allows(model):
         raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
     if not isinstance(inputs, list):
         raise ApiError(422, '"inputs" must be a list')
     if not inputs:
         raise ApiError(422, '"inputs" must not be empty')
     try:
-        INPUT_CHECKS[declaration.models[model].task](inputs)
+        check_inputs(declaration.models[model], inputs)
     except InputError as error:
         raise ApiError(422, str(error)) from None
     inputs_json = orjson.dumps(inputs)
@@ -168,7 +175,7 @@ async def enqueue(
             declaration,
             model,
             plan=plan,
-            plan_name=tenant.plan if tenant else None,
+            plan_name=tenant.plan,
             inputs=len(inputs),
             payload_bytes=len(inputs_json),
         )
@@ -177,7 +184,7 @@ async def enqueue(
     idempotency_key = _idempotency_key(request)
     try:
         submission = environment.jobs.submit(
-            tenant=tenant.name if tenant else NO_TENANT,
+            tenant=tenant.id,
             api_version=api_version,
             model=model,
             version=version,
@@ -187,6 +194,7 @@ async def enqueue(
             idempotency_key=idempotency_key,
             backend=route.backend,
             inputs_json=inputs_json,
+            secret_version=tenant.secret_version,
         )
     except IdempotencyConflict as error:
         raise ApiError(422, str(error)) from None
@@ -244,7 +252,7 @@ def _job_endpoint(
         store = _store(environment)
         job_id = _job_id(request)
         try:
-            job = act(store, tenant.name if tenant else NO_TENANT, job_id)
+            job = act(store, tenant.id, job_id)
         except JobNotCancellable as error:
             raise ApiError(409, str(error)) from None
         except Exception as error:

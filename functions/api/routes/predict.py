@@ -86,14 +86,14 @@ async def predict(
     model: str,
     request: Request,
     environment: ExecutionEnvironment,
-    tenant: Tenant | None,
+    tenant: Tenant,
 ) -> JSONResponse:
     try:
         key = environment.resolve(api_version, model)
     except UnknownModelError as error:
         raise ApiError(404, str(error)) from None
     plan = environment.plan_of(tenant)
-    if plan is not None and tenant is not None and not plan.allows(model):
+    if plan is not None and not plan.allows(model):
         raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
     inputs = _inputs(await request.body())
     if len(inputs) > environment.declaration.routing_for(model).inline_max_inputs:
@@ -111,7 +111,7 @@ async def predict(
     logger.info(
         "predict",
         extra={
-            **prediction_metrics(key.name, key.version, model_ms, tenant.name if tenant else None),
+            **prediction_metrics(key.name, key.version, model_ms, tenant.name),
             "api_version": api_version,
             "inputs": len(inputs),
         },

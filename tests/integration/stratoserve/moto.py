@@ -43,7 +43,13 @@ def one_try_client(service: str, url: str) -> Any:
 
 
 def reset_moto(endpoint_url: str) -> None:
-    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")
+    """Reset a LocalAws made without a token (its secret is the test credentials')."""
+    secret = DUMMY_CREDENTIALS["aws_secret_access_key"]
+    request = urllib.request.Request(
+        f"{endpoint_url}/moto-api/reset",
+        method="POST",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     with urllib.request.urlopen(request, timeout=10):
         pass
 

@@ -75,6 +75,24 @@ def test_the_queue_redrives_to_its_dead_letter_queue_as_declared(
     assert create_job_resources(declaration, aws_client) == resources, "found, not made twice"
 
 
+def test_the_callbacks_queue_redrives_after_the_declared_attempts(
+    declaration: Declaration, aws_client: Callable[[str], Any], resources: JobResources
+) -> None:
+    sqs = aws_client("sqs")
+    queue = _attributes(sqs, resources.callbacks_queue_url)
+    dead_letter_queue = _attributes(sqs, resources.callbacks_dead_letter_queue_url)
+
+    assert queue["QueueArn"] == resources.callbacks_queue_arn
+    assert int(queue["VisibilityTimeout"]) == declaration.visibility_timeout_s()
+    assert json.loads(queue["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dead_letter_queue["QueueArn"],
+        "maxReceiveCount": declaration.jobs.callback_attempts,
+    }
+    assert resources.environment()["STRATOSERVE_CALLBACKS_QUEUE_URL"] == (
+        resources.callbacks_queue_url
+    )
+
+
 def test_messages_inputs_and_results_expire_with_their_jobs(
     declaration: Declaration, aws_client: Callable[[str], Any], resources: JobResources
 ) -> None:
@@ -204,7 +222,7 @@ def test_a_message_leaves_the_dead_letter_queue_only_once_it_is_sent(
     admin.store.start(TENANT, job_id, lease_s=60)
     admin.store.fail(TENANT, job_id, "gave up after 5 deliveries: KeyError: '9'")
     unreachable = replace(resources, queue_url=resources.queue_url + "-missing")
-    broken = JobAdmin(unreachable, admin.store, sqs)
+    broken = JobAdmin(unreachable, admin.store, sqs, admin.tenants)
 
     with pytest.raises(ClientError, match="NonExistentQueue"):
         broken.redrive()

@@ -9,7 +9,7 @@ from mangum import Mangum
 from functions.api.app import create_app
 from functions.api.dependencies import current_environment
 from functions.runtime.environment import ExecutionEnvironment
-from tests.conftest import DECLARATION_FILE
+from tests.conftest import DECLARATION_FILE, tenant_directory
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,10 +30,12 @@ class Context:
 
 @pytest.fixture(scope="session")
 def environments(declaration: Declaration, built_models: Path) -> dict[str, ExecutionEnvironment]:
-    """One execution environment per declared function, models preloaded (built once)."""
+    """One execution environment per declared function, models preloaded (built once),
+    whose tenant registry knows rest_event's key (tests.conftest.TEST_TENANT)."""
     result = {}
     for name in declaration.functions:
         environment = ExecutionEnvironment(declaration, DECLARATION_FILE, name)
+        environment.tenants = tenant_directory()
         environment.cache.preload(environment.served_keys())
         result[name] = environment
     return result

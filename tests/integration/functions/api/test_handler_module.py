@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from stratoserve.local.aws import LocalAws, client, function_environment
 from stratoserve.local.environments import FunctionPool
 from stratoserve.local.stack import function_configs
-from tests.conftest import DECLARATION_FILE, ROOT, sample_event
+from stratoserve.tenants import TenantRegistry, create_registry_table
+from tests.conftest import DECLARATION_FILE, ROOT, TEST_KEY_ID, sample_event
+from tests.integration.stratoserve.moto import reset_moto
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -16,15 +19,44 @@ if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
 
 
+TENANTS_TABLE = "test-tenants"
+
+
 def _invoke_all(declaration: Declaration, function: str, events: list[dict[str, Any]]) -> list[Any]:
+    """The events through one environment of `function`, whose tenant registry (in a moto
+    server) knows the key TEST_KEY_ID."""
+    aws = LocalAws()
+    url = aws.start()
+    dynamodb = client("dynamodb", url)
+    create_registry_table(dynamodb, TENANTS_TABLE)
+    TenantRegistry(dynamodb, TENANTS_TABLE).register(
+        TEST_KEY_ID, "acme", "pro", tenant_id="t-0123456789abcdef"
+    )
+    configs = function_configs(
+        declaration,
+        DECLARATION_FILE,
+        function_environment(url),
+        {"STRATOSERVE_TENANTS_TABLE": TENANTS_TABLE},
+    )
+
     async def scenario() -> list[Any]:
-        pool = FunctionPool(function_configs(declaration, DECLARATION_FILE)[function], cwd=ROOT)
+        pool = FunctionPool(configs[function], cwd=ROOT)
         try:
             return [(await pool.invoke(event)).result for event in events]
         finally:
             await pool.close()
 
-    return asyncio.run(scenario())
+    try:
+        return asyncio.run(scenario())
+    finally:
+        reset_moto(url)
+        aws.stop()
+
+
+def _keyed(event: dict[str, Any]) -> dict[str, Any]:
+    """SAM's sample, with the key id API Gateway adds (the sample has none)."""
+    event["requestContext"]["identity"]["apiKeyId"] = TEST_KEY_ID
+    return event
 
 
 def test_warmups_load_models_and_answer_without_fastapi(
@@ -35,7 +67,11 @@ def test_warmups_load_models_and_answer_without_fastapi(
     custom, eventbridge, request = _invoke_all(
         declaration,
         "digits",
-        [{"warmup": {"source": "schedule"}}, scheduled, sample_event("apigw-rest-proxy.json")],
+        [
+            {"warmup": {"source": "schedule"}},
+            scheduled,
+            _keyed(sample_event("apigw-rest-proxy.json")),
+        ],
     )
 
     assert custom["warmup"] is True

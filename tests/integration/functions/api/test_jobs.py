@@ -15,14 +15,16 @@ from mangum import Mangum
 
 from functions.api.app import create_app
 from functions.api.dependencies import current_environment
+from functions.runtime.callbacks import resolve_host
 from functions.runtime.environment import ExecutionEnvironment, Settings
 from functions.runtime.job_queue import CORRELATION_ATTRIBUTE
 from functions.runtime.job_service import INLINE_INPUTS_MAX_BYTES
 from functions.runtime.jobs import JobMessage
 from functions.runtime.tenants import TenantDirectory
-from stratoserve.jobs import create_job_resources
+from stratoserve.jobs import create_job_resources, resource_names
 from stratoserve.keys import KeyService
 from stratoserve.local.aws import LocalAws, client, function_environment
+from stratoserve.tenants import TenantRegistry
 from tests.conftest import DECLARATION_FILE, rest_event
 from tests.integration.stratoserve.moto import drain, reset_moto
 
@@ -47,13 +49,20 @@ class Context:
 
 
 class Stack:
-    """The moto server's endpoint, the job resources, and the tenants' API key ids."""
+    """The moto server's endpoint, the job resources, the key service, and the tenants'
+    API key ids and tenant ids (jobs are stored by tenant id)."""
 
-    def __init__(self, url: str, resources: JobResources, keys: dict[str, str]) -> None:
+    def __init__(self, url: str, resources: JobResources, service: KeyService) -> None:
         self.url = url
         self.resources = resources
-        self.keys = keys
+        self.service = service
+        self.keys: dict[str, str] = {}
+        self.tenant_ids: dict[str, str] = {}
         self.sqs = client("sqs", url)
+
+    def issue(self, tenant: str, plan: str) -> None:
+        issued = self.service.create(tenant, plan)
+        self.keys[tenant], self.tenant_ids[tenant] = issued.key_id, issued.tenant_id
 
     def drain(self) -> list[dict[str, Any]]:
         """Every message on the jobs queue, removed from it."""
@@ -72,23 +81,41 @@ def stack(declaration: Declaration) -> Iterator[Stack]:
             patch.delenv(name, raising=False)
         try:
             resources = create_job_resources(declaration, lambda service: client(service, url))
-            keys = KeyService(client("apigateway", url), project="test")
+            registry = TenantRegistry(client("dynamodb", url), resources.tenants_table)
+            keys = KeyService(client("apigateway", url), project="test", registry=registry)
             keys.ensure_plans(declaration)
-            ids = {
-                tenant: keys.create(tenant, plan).key_id
-                for tenant, plan in (("acme", "pro"), ("globex", "pro"), ("initech", "free"))
-            }
-            yield Stack(url, resources, ids)
+            stack = Stack(url, resources, keys)
+            for tenant, plan in (("acme", "pro"), ("globex", "pro"), ("initech", "free")):
+                stack.issue(tenant, plan)
+            yield stack
         finally:
             reset_moto(url)  # moto keeps its state per process, across server instances
             aws.stop()
 
 
+NAMES = {
+    "example.com": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    "internal.example.com": ["93.184.215.14", "10.1.2.3"],
+    "nat64.example.com": ["64:ff9b::a9fe:a9fe"],
+}
+"""What callback hosts resolve to here (this machine may have no DNS)."""
+
+
+def _resolve(host: str) -> list[str]:
+    if host in NAMES:
+        return NAMES[host]
+    return resolve_host(host)
+
+
 def _environment(
     declaration: Declaration, function: str, settings: Settings, url: str
 ) -> ExecutionEnvironment:
-    environment = ExecutionEnvironment(declaration, DECLARATION_FILE, function, settings=settings)
-    environment.tenants = TenantDirectory(lambda: client("apigateway", url))
+    environment = ExecutionEnvironment(
+        declaration, DECLARATION_FILE, function, settings=settings, resolve=_resolve
+    )
+    environment.tenants = TenantDirectory(
+        resource_names(declaration)["tenants_table"], lambda: client("dynamodb", url)
+    )
     return environment
 
 
@@ -116,6 +143,7 @@ def _invoker(
         jobs_table=stack.resources.table,
         jobs_bucket=stack.resources.bucket,
         jobs_queue_url=stack.resources.queue_url,
+        tenants_table=stack.resources.tenants_table,
         local_stack=local_stack,
     )
     handlers = {
@@ -190,7 +218,7 @@ def test_a_job_is_answered_202_and_its_message_is_on_the_queue(
     (message,) = stack.drain()
     decoded = JobMessage.decode(message["Body"])
     assert decoded == JobMessage(
-        tenant="acme",
+        tenant=stack.tenant_ids["acme"],
         job_id=job_id,
         model="embed",
         version="2",
@@ -218,7 +246,8 @@ def test_large_inputs_travel_through_the_bucket(
     assert decoded.inputs is None
     assert decoded.inputs_key is not None
     # Named by the job and its creation time (in ms).
-    named = re.fullmatch(rf"inputs/acme/{body['job_id']}/(\d+)\.json", decoded.inputs_key)
+    tenant_id = stack.tenant_ids["acme"]
+    named = re.fullmatch(rf"inputs/{tenant_id}/{body['job_id']}/(\d+)\.json", decoded.inputs_key)
     assert named is not None, decoded.inputs_key
     assert int(submitted_after * 1000) <= int(named[1]) <= int(submitted_before * 1000)
     stored = client("s3", stack.url).get_object(
@@ -314,6 +343,46 @@ def test_the_same_idempotency_key_with_another_body_is_a_422(
     assert len(stack.drain()) == 1
 
 
+def test_a_name_re_issued_to_a_new_tenant_finds_none_of_the_old_jobs(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    stack.issue("hooli", "pro")
+    key = {"Idempotency-Key": "order-1"}
+    status, _, old = _submit(
+        invoke, {"model": "embed", "inputs": ["a"]}, tenant="hooli", headers=key
+    )
+    assert status == 202
+    stack.service.revoke("hooli")
+    stack.issue("hooli", "pro")  # the same name, someone else
+
+    shown = invoke("api", "hooli", "GET", f"/v2/jobs/{old['job_id']}")
+    status, _, new = _submit(
+        invoke, {"model": "embed", "inputs": ["a"]}, tenant="hooli", headers=key
+    )
+
+    assert shown[0] == 404
+    assert status == 202
+    assert new["job_id"] != old["job_id"], "the old tenant's Idempotency-Key is not theirs"
+    stack.drain()
+
+
+def test_a_job_is_stamped_with_its_tenant_s_secret_version(
+    invoke: Callable[..., Response], stack: Stack
+) -> None:
+    stack.issue("umbrella", "pro")
+    stack.service.rotate_secret("umbrella")  # before the functions first see the key
+
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": ["a"]}, tenant="umbrella")
+
+    assert status == 202
+    item = client("dynamodb", stack.url).get_item(
+        TableName=stack.resources.table,
+        Key={"tenant": {"S": stack.tenant_ids["umbrella"]}, "job_id": {"S": body["job_id"]}},
+    )["Item"]
+    assert item["secret_version"] == {"N": "2"}
+    stack.drain()
+
+
 def test_an_idempotency_key_is_per_tenant(invoke: Callable[..., Response], stack: Stack) -> None:
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
     request = {"model": "embed", "inputs": ["a"]}
@@ -347,6 +416,19 @@ def test_bad_inputs_are_a_422_naming_the_input(
 
     assert status == 422
     assert body == {"message": "inputs[1]: expected a string, got a number"}
+    assert stack.drain() == []
+
+
+def test_a_text_over_max_text_chars_is_refused_at_submission(
+    invoke: Callable[..., Response], stack: Stack, declaration: Declaration
+) -> None:
+    limit = declaration.models["embed"].max_text_chars
+    inputs = ["ok", "ok", "ok", "a" * (limit + 1)]
+
+    status, _, body = _submit(invoke, {"model": "embed", "inputs": inputs})
+
+    assert status == 422
+    assert body == {"message": f"inputs[3]: text longer than {limit} characters"}
     assert stack.drain() == []
 
 
@@ -512,6 +594,53 @@ def test_outside_the_local_stack_a_callback_url_must_be_https_to_a_public_host(
     assert body == {"message": message}
     assert allowed[0] == 202
     assert len(stack.drain()) == 1
+
+
+def test_a_callback_url_over_2048_characters_is_a_422_not_a_503(
+    invoke_deployed: Callable[..., Response], stack: Stack
+) -> None:
+    for url in ("https://example.com/?" + "a" * 2028, "https://example.com/?" + "a" * 500_000):
+        status, _, body = _submit(
+            invoke_deployed, {"model": "embed", "inputs": ["a"], "callback_url": url}
+        )
+
+        assert status == 422
+        assert body == {"message": '"callback_url" must be at most 2048 characters long'}
+    assert stack.drain() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # The resolver reads these as 127.0.0.1.
+        ("https://2130706433/", "must name its host by a DNS name or a standard IP address"),
+        ("https://0177.0.0.1/", "must name its host by a DNS name or a standard IP address"),
+        # Resolved at submission, as before each POST.
+        ("https://internal.example.com/hook", NOT_PRIVATE.removeprefix('"callback_url" ')),
+        (
+            "https://nat64.example.com/hook",
+            "must not point at an IPv6 address that carries an IPv4 one "
+            "(NAT64, 6to4, Teredo, IPv4-mapped or IPv4-compatible)",
+        ),
+        (
+            "https://[64:ff9b::7f00:1]/hook",
+            "must not point at an IPv6 address that carries "
+            "an IPv4 one (NAT64, 6to4, Teredo, IPv4-mapped or IPv4-compatible)",
+        ),
+        ("https://example.com:8443/hook", "must use port 443"),
+        ("https://no-such-host.invalid/hook", "names a host that does not resolve"),
+    ],
+)
+def test_a_callback_host_is_resolved_and_checked_at_submission(
+    invoke_deployed: Callable[..., Response], stack: Stack, url: str, message: str
+) -> None:
+    status, _, body = _submit(
+        invoke_deployed, {"model": "embed", "inputs": ["a"], "callback_url": url}
+    )
+
+    assert status == 422
+    assert body["message"].startswith(f'"callback_url" {message}')
+    assert stack.drain() == []
 
 
 # -- predict too big for the inline path -----------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.conftest import rest_event, sample_event
+from tests.conftest import TEST_KEY_ID, rest_event, sample_event, tenant_directory
 
 PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
 
@@ -22,6 +22,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 def test_the_sam_sample_event_gets_a_digit_label(invoke: Any) -> None:
     event = sample_event("apigw-rest-proxy.json")
+    event["requestContext"]["identity"]["apiKeyId"] = TEST_KEY_ID  # API Gateway adds it
     sent = json.loads(base64.b64decode(event["body"]))["inputs"][0]
 
     status, headers, body = invoke("digits", event)
@@ -126,6 +127,16 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong(
     assert message in body["message"]
     assert headers["content-type"] == "application/json"
     assert "Traceback" not in json.dumps(body)
+
+
+def test_a_text_over_max_text_chars_is_a_422_naming_it(invoke: Any, declaration: Any) -> None:
+    limit = declaration.models["embed"].max_text_chars
+    body = {"inputs": ["ok", "ok", "ok", "a" * (limit + 1)]}
+
+    code, _, answer = invoke("embed", rest_event("POST", "/v2/predict/embed", body))
+
+    assert code == 422
+    assert answer == {"message": f"inputs[3]: text longer than {limit} characters"}
 
 
 def test_too_many_inputs_for_the_inline_path_needs_the_job_path(
@@ -239,6 +250,7 @@ def test_an_unexpected_failure_is_a_plain_500_with_the_request_id(
         '[api.v1]\nmodels = { digits = "1" }\n'
     )
     environment = ExecutionEnvironment(load_declaration(broken), broken, "digits")
+    environment.tenants = tenant_directory()
     app = create_app(environment.declaration)
 
     async def provide() -> ExecutionEnvironment:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from functions.runtime.callback_queue import CallbackQueue
 from functions.runtime.job_queue import JobQueue
 from functions.runtime.job_service import JobService
 from functions.runtime.job_store import JobStore
@@ -75,6 +76,11 @@ def fresh_resources(
     assert again == resources
 
 
+@pytest.fixture(scope="module")
+def callback_queue(resources: JobResources, sqs: Any) -> CallbackQueue:
+    return CallbackQueue(queue_url=resources.callbacks_queue_url, sqs=sqs)
+
+
 def submit(service: JobService, model: str, version: str, inputs: list[Any]) -> str:
     submission = service.submit(
         tenant=TENANT,
@@ -87,21 +93,29 @@ def submit(service: JobService, model: str, version: str, inputs: list[Any]) -> 
     return submission.job.job_id
 
 
-def receive(sqs: Any, resources: JobResources, count: int) -> list[dict[str, Any]]:
-    """`count` messages from the jobs queue, as the records of Lambda's SQS event."""
+def receive(
+    sqs: Any, resources: JobResources, count: int, *, callbacks: bool = False
+) -> list[dict[str, Any]]:
+    """`count` messages from the jobs queue (or the callbacks queue), as the records of
+    Lambda's SQS event."""
+    queue_url, queue_arn = (
+        (resources.callbacks_queue_url, resources.callbacks_queue_arn)
+        if callbacks
+        else (resources.queue_url, resources.queue_arn)
+    )
     messages: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while len(messages) < count:
         assert time.monotonic() < deadline, f"{len(messages)} of {count} messages arrived"
         answer = sqs.receive_message(
-            QueueUrl=resources.queue_url,
+            QueueUrl=queue_url,
             MaxNumberOfMessages=min(10, count - len(messages)),
             WaitTimeSeconds=1,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
         messages.extend(answer.get("Messages", []))
-    return [sqs_record(message, resources.queue_arn, REGION) for message in messages]
+    return [sqs_record(message, queue_arn, REGION) for message in messages]
 
 
 def job_id_of(record: dict[str, Any]) -> str:

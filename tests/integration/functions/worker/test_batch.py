@@ -5,6 +5,7 @@ to a real HTTP receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from functions.runtime.job_service import INLINE_INPUTS_MAX_BYTES
 from functions.runtime.jobs import JobStatus
 from functions.runtime.models import ModelKey
 from functions.worker.batch import CHUNK_INPUTS, JobWorker
+from functions.worker.callbacks import CallbackWorker
 from tests.conftest import DECLARATION_FILE
 from tests.integration.functions.worker.conftest import TENANT, job_id_of, receive, submit
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from functions.runtime.callback_queue import CallbackQueue
     from functions.runtime.job_service import JobService
     from functions.runtime.jobs import Job
     from stratoserve.declaration import Declaration
@@ -445,6 +448,19 @@ def test_a_batched_run_that_fails_runs_each_job_alone(
         _assert_same_outputs(model, _outputs(service, job_id), expected, EXACT_COSINE)
 
 
+def _callback_worker(
+    service: JobService, callback_queue: CallbackQueue, declaration: Declaration
+) -> CallbackWorker:
+    return CallbackWorker(
+        jobs=lambda: service,
+        queue=lambda: callback_queue,
+        sender=CallbackSender(lambda: SIGNING_KEY, attempts=1, allow_loopback=True),
+        attempts=declaration.jobs.callback_attempts,
+        retry_delay_s=0,
+        max_delay_s=declaration.visibility_timeout_s(),
+    )
+
+
 def test_a_job_failed_on_its_last_delivery_gets_its_callback(
     environment: ExecutionEnvironment,
     service: JobService,
@@ -452,6 +468,7 @@ def test_a_job_failed_on_its_last_delivery_gets_its_callback(
     resources: JobResources,
     declaration: Declaration,
     receiver: Receiver,
+    callback_queue: CallbackQueue,
 ) -> None:
     job_id = service.submit(
         tenant=TENANT,
@@ -463,30 +480,119 @@ def test_a_job_failed_on_its_last_delivery_gets_its_callback(
         callback_url=receiver.url,
     ).job.job_id
     (record,) = receive(sqs, resources, 1)
-    worker = _worker(
-        environment,
-        service,
-        callbacks=CallbackSender(lambda: SIGNING_KEY, attempts=2, allow_loopback=True),
-    )
+    worker = _worker(environment, service, callbacks=lambda: callback_queue)
 
     retried = worker.process([record])
 
     assert set(retried) == {record["messageId"]}
-    assert receiver.received == [], "the job will be retried: not finished, no callback"
-    assert _job(service, job_id).callback is None
+    assert _job(service, job_id).callback is None, "the job will be retried: no callback yet"
 
     last = declaration.jobs.max_receive_count
     assert set(worker.process([_with_receive_count(record, last)])) == {record["messageId"]}
+    assert _job(service, job_id).callback == {"state": "enqueued", "delivered": False}
+    assert receiver.received == [], "queued, not sent by the job's worker"
+
+    calls = receive(sqs, resources, 1, callbacks=True)
+    assert _callback_worker(service, callback_queue, declaration).process(calls) == {}
 
     job = _job(service, job_id)
     assert job.status == JobStatus.FAILED
-    assert job.callback == {"delivered": True, "attempts": 1, "status": 204}
+    assert job.callback == {"state": "delivered", "delivered": True, "attempts": 1, "status": 204}
     ((headers, body),) = receiver.received
     assert verify(tenant_secret(SIGNING_KEY, TENANT), headers[SIGNATURE_HEADER], body)
     sent = orjson.loads(body)
     assert (sent["job_id"], sent["status"], sent["attempts"]) == (job_id, "failed", last)
     assert sent["error"] == job.error
     assert sent["error"].startswith(f"gave up after {last} deliveries: ModelUnavailableError: ")
+
+
+def test_the_batch_does_not_wait_for_its_callbacks(
+    environment: ExecutionEnvironment,
+    service: JobService,
+    sqs: Any,
+    resources: JobResources,
+    callback_queue: CallbackQueue,
+) -> None:
+    """A receiver that takes its time (here: never answers) costs the batch nothing."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks"
+    try:
+        job_ids = [
+            service.submit(
+                tenant=TENANT,
+                api_version="v2",
+                model="digits",
+                version="1",
+                inputs=_rows(1, seed),
+                correlation_id=f"test-slow-callback-{seed}",
+                callback_url=url,
+            ).job.job_id
+            for seed in range(3)
+        ]
+        records = receive(sqs, resources, 3)
+        worker = _worker(environment, service, callbacks=lambda: callback_queue)
+
+        started = time.monotonic()
+        assert worker.process(records, deadline=time.monotonic() + 60) == {}
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+
+    assert took < 2.0, f"the batch took {took:.1f} s"
+    for job_id in job_ids:
+        job = _job(service, job_id)
+        assert job.status == JobStatus.SUCCEEDED
+        assert job.callback == {"state": "enqueued", "delivered": False}
+    queued = receive(sqs, resources, 3, callbacks=True)
+    assert sorted(job_id_of(record) for record in queued) == sorted(job_ids)
+
+
+def test_a_worker_that_died_after_storing_the_result_still_gets_the_callback_out(
+    environment: ExecutionEnvironment,
+    service: JobService,
+    sqs: Any,
+    resources: JobResources,
+    declaration: Declaration,
+    receiver: Receiver,
+    callback_queue: CallbackQueue,
+) -> None:
+    job_id = service.submit(
+        tenant=TENANT,
+        api_version="v2",
+        model="digits",
+        version="1",
+        inputs=_rows(1, 9),
+        correlation_id="test-died",
+        callback_url=receiver.url,
+    ).job.job_id
+    (record,) = receive(sqs, resources, 1)
+    # The first delivery's worker claimed the job, stored its result, and died before it
+    # queued the callback: SQS delivers the message again once its visibility times out.
+    claimed = service.store.start(TENANT, job_id, lease_s=60, delivery=1)
+    assert claimed is not None
+    assert service.store.succeed(claimed, orjson.dumps({"outputs": [{"label": 1}]}))
+    worker = _worker(environment, service, callbacks=lambda: callback_queue)
+
+    assert worker.process([_with_receive_count(record, 2)]) == {}, "nothing to run"
+    calls = receive(sqs, resources, 1, callbacks=True)
+    assert _callback_worker(service, callback_queue, declaration).process(calls) == {}
+
+    ((_, body),) = receiver.received
+    assert orjson.loads(body)["job_id"] == job_id
+    assert _job(service, job_id).callback == {
+        "state": "delivered",
+        "delivered": True,
+        "attempts": 1,
+        "status": 204,
+    }
+    # A third delivery of the same message (SQS delivers at least once) queues nothing more.
+    assert worker.process([_with_receive_count(record, 3)]) == {}
+    assert (
+        sqs.receive_message(QueueUrl=resources.callbacks_queue_url, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        == []
+    )
 
 
 def test_a_batch_with_no_time_left_is_deferred_not_failed(

@@ -5,11 +5,15 @@ batch processor, and SQS events get partial batch responses."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from functions.runtime.jobs import JobStatus
+from functions.worker.sweep import SWEEP_EVENT
 from stratoserve.local.aws import function_environment
 from stratoserve.local.environments import FunctionPool
 from stratoserve.local.stack import function_configs
@@ -87,3 +91,39 @@ def test_a_batch_of_jobs_runs_through_the_handler(
         assert job is not None
         assert job.status == JobStatus.SUCCEEDED, job.error
         assert len(orjson.loads(job.result or "null")["outputs"]) == 2
+
+
+def test_the_scheduled_sweep_fails_a_job_that_never_reached_the_queue(
+    declaration: Declaration,
+    built_models: Path,
+    aws_url: str,
+    resources: JobResources,
+    service: JobService,
+    sqs: Any,
+) -> None:
+    submitted = service.store.get(TENANT, submit(service, "digits", "1", [[0] * 64]))
+    assert submitted is not None
+    receive(sqs, resources, 1)  # its message is taken off the queue: only the record is left
+    # A record whose submitting invocation died before the send, long enough ago that its
+    # message could no longer be on its way; nobody reads it.
+    long_ago = time.time() - declaration.unclaimed_job_after_s() - 60
+    stuck = dataclasses.replace(
+        submitted,
+        job_id=str(uuid.uuid4()),
+        created_at=long_ago,
+        updated_at=long_ago,
+        message_id=None,
+    )
+    service.store.create(stuck)
+
+    (answer,) = _invoke_all(declaration, aws_url, resources, [SWEEP_EVENT])
+
+    assert answer["sweep"] == "jobs"
+    assert answer["settled"] >= 1
+    job = service.store.get(TENANT, stuck.job_id)
+    assert job is not None
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "never picked up" in job.error
+    assert "never sent" in job.error
+    fresh = service.store.get(TENANT, submitted.job_id)
+    assert fresh is not None and fresh.status == JobStatus.QUEUED

@@ -53,6 +53,20 @@ def test_every_declared_function_is_sized_as_declared(
         assert variables["POWERTOOLS_SERVICE_NAME"] == "stratoserve"
 
 
+def test_every_function_reserves_its_share_and_leaves_the_unreserved_pool(
+    prod: Synth, dev: Synth, declaration: Declaration
+) -> None:
+    for synth in (prod, dev):
+        functions = _functions(synth)
+        reserved = {name: fn["ReservedConcurrentExecutions"] for name, fn in functions.items()}
+        assert reserved == {
+            name: declaration.functions[name].reserved_concurrency for name in functions
+        }
+        assert all(count >= 1 for count in reserved.values())
+    # Both stages in one account of the declared size still leave AWS its 100 unreserved.
+    assert 2 * sum(reserved.values()) <= declaration.project.account_concurrency - 100
+
+
 def test_zip_functions_carry_their_layers_and_the_worker_is_an_image(prod: Synth) -> None:
     functions = _functions(prod)
     layers = {

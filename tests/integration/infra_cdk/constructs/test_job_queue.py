@@ -4,9 +4,11 @@ batches and reports partial failures."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk.assertions import Match
+
+from stratoserve.declaration.schema import CALLBACKS_MAX_CONCURRENCY
 
 if TYPE_CHECKING:
     from stratoserve.declaration import Declaration
@@ -23,13 +25,29 @@ def test_queue_and_dead_letter_queue(prod: Synth, declaration: Declaration) -> N
     assert dead["MessageRetentionPeriod"] == 14 * 86_400
     for queue in (jobs, dead):
         assert queue["SqsManagedSseEnabled"] is True
-    # TLS only: a policy on each queue denies requests without it.
+    # TLS only: a policy on each queue (these two, the callbacks queue and its DLQ) denies
+    # requests without it.
     policies = prod.resources("AWS::SQS::QueuePolicy")
-    assert len(policies) == 2
+    assert len(policies) == 4
     for policy in policies.values():
         (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
         assert statement["Effect"] == "Deny"
         assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _jobs_mapping(prod: Synth) -> dict[str, Any]:
+    """The worker's event source mapping on the jobs queue (the other is the callbacks')."""
+    (jobs,) = [
+        logical_id
+        for logical_id, queue in prod.resources("AWS::SQS::Queue").items()
+        if queue["Properties"]["QueueName"] == "stratoserve-jobs"
+    ]
+    (mapping,) = [
+        mapping
+        for mapping in prod.resources("AWS::Lambda::EventSourceMapping").values()
+        if mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [jobs, "Arn"]}
+    ]
+    return mapping
 
 
 def test_the_worker_reads_it_in_batches_with_partial_failures(
@@ -44,6 +62,17 @@ def test_the_worker_reads_it_in_batches_with_partial_failures(
             "FunctionName": Match.object_like({"Fn::Join": Match.any_value()}),
         },
     )
-    (mapping,) = prod.resources("AWS::Lambda::EventSourceMapping").values()
+    mapping = _jobs_mapping(prod)
     # On the worker's live alias (a canary of the worker takes a share of the batches).
     assert ":live" in str(mapping["Properties"]["FunctionName"])
+
+
+def test_the_worker_runs_at_most_its_reserved_concurrency_of_batches(
+    prod: Synth, declaration: Declaration
+) -> None:
+    mapping = _jobs_mapping(prod)
+    maximum = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    assert maximum == declaration.jobs_max_concurrency()
+    # The callbacks queue's mapping runs beside it, within the same reservation.
+    reserved = declaration.functions["worker"].reserved_concurrency or 0
+    assert 2 <= maximum <= reserved - CALLBACKS_MAX_CONCURRENCY

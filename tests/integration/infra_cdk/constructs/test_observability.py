@@ -70,12 +70,20 @@ def test_every_alarm_publishes_to_the_encrypted_topic(
     routes = sum(len(spec.models) for spec in declaration.api.values())
     functions = len(declaration.functions)
     # 5XX rate, p99 per predict route, throttles and error rate per function, job age,
-    # dead letters.
-    assert len(alarms) == 1 + routes + 2 * functions + 2
+    # dead letters (jobs and callbacks), stuck jobs.
+    assert len(alarms) == 1 + routes + 2 * functions + 4
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
     descriptions = " ".join(alarm["Properties"]["AlarmDescription"] for alarm in alarms.values())
-    for phrase in ("5XX", "p99 latency", "throttled", "dead-letter", "oldest queued job"):
+    for phrase in (
+        "5XX",
+        "p99 latency",
+        "throttled",
+        "dead-letter",
+        "oldest queued job",
+        "stuck",
+        "callbacks dead-letter",
+    ):
         assert phrase in descriptions, phrase
 
 
@@ -110,3 +118,20 @@ def test_the_dashboard_reads_what_the_runtime_writes(prod: Synth) -> None:
         # record_cold_start's dimensions (functions/runtime/observability.py).
         assert set(_dimensions(entry)) == {"service", "function_name"}
         assert _dimensions(entry)["service"] == worker["POWERTOOLS_SERVICE_NAME"]
+
+
+def test_stuck_jobs_alarm_on_what_the_job_store_s_reads_write(prod: Synth) -> None:
+    from functions.runtime.observability import stuck_job_metrics
+
+    fields = stuck_job_metrics("job-1", 0)
+    (directive,) = fields["_aws"]["CloudWatchMetrics"]
+    alarms = [
+        alarm["Properties"]
+        for alarm in prod.resources("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "StuckJobs"
+    ]
+    (alarm,) = alarms
+    assert alarm["Namespace"] == directive["Namespace"] == "stratoserve"
+    assert [dimension["Name"] for dimension in alarm["Dimensions"]] in directive["Dimensions"]
+    assert alarm["Threshold"] == 0
+    assert fields["stuck"] == "unclaimed" and fields["StuckJobs"] == 1

@@ -101,12 +101,37 @@ def test_the_stage_logs_traces_and_measures_but_never_bodies(prod: Synth) -> Non
                 "DestinationArn": Match.any_value(),
                 "Format": json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":")),
             },
-            "MethodSettings": [
-                Match.object_like(
-                    {"MetricsEnabled": True, "LoggingLevel": "ERROR", "DataTraceEnabled": False}
-                )
-            ],
+            "MethodSettings": Match.array_with(
+                [
+                    Match.object_like(
+                        {
+                            "ResourcePath": "/*",
+                            "HttpMethod": "*",
+                            "MetricsEnabled": True,
+                            "LoggingLevel": "ERROR",
+                            "DataTraceEnabled": False,
+                        }
+                    )
+                ]
+            ),
         },
     )
     # The key's id is logged (which tenant), never the key itself.
     assert "$context.identity.apiKey" not in ACCESS_LOG_FIELDS.values()
+
+
+def test_the_keyless_health_route_is_throttled_in_the_stage(
+    prod: Synth, declaration: Declaration
+) -> None:
+    """No usage plan covers a keyless method: the stage's own limit for it answers a flood
+    429, before it reaches the api function."""
+    throttle = declaration.deploy.health_throttle
+    (stage,) = prod.resources("AWS::ApiGateway::Stage").values()
+    settings = {
+        (setting["ResourcePath"], setting["HttpMethod"]): setting
+        for setting in stage["Properties"]["MethodSettings"]
+    }
+    health = settings[("/~1health", "GET")]
+    assert health["ThrottlingRateLimit"] == throttle.rate
+    assert health["ThrottlingBurstLimit"] == throttle.burst
+    assert health["DataTraceEnabled"] is False

@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 def test_a_rule_per_declared_warmup(prod: Synth, declaration: Declaration) -> None:
     declared = {name: spec.warmup for name, spec in declaration.functions.items() if spec.warmup}
-    rules = list(prod.resources("AWS::Events::Rule").values())
+    rules = [
+        rule
+        for rule in prod.resources("AWS::Events::Rule").values()
+        if "warmup" in json.loads(rule["Properties"]["Targets"][0]["Input"])
+    ]
     assert len(rules) == len(declared) == 1
     warmup = declared["api"]
     assert warmup is not None

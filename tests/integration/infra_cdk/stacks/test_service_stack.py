@@ -3,7 +3,10 @@ stages differ only where the stage says; the operator gets the outputs the CLI n
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
+
+from aws_cdk.assertions import Match
 
 if TYPE_CHECKING:
     from tests.integration.infra_cdk.conftest import Synth
@@ -36,10 +39,8 @@ def test_least_privilege(prod: Synth) -> None:
         assert "s3:DeleteObject" not in allowed
     worker = actions["stratoserve-worker"]
     assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket", "sqs:ReceiveMessage"} <= worker
-    assert "apigateway:GET" not in worker
     assert "secretsmanager:GetSecretValue" in worker  # the Modal token, the signing key
     for name in ("stratoserve-api", "stratoserve-digits", "stratoserve-embed"):
-        assert "apigateway:GET" in actions[name]  # tenants: the key's tags
         assert "sqs:SendMessage" in actions[name]  # big requests become jobs
         # Never: reading the queue, listing the bucket, reading a secret.
         assert (
@@ -50,6 +51,88 @@ def test_least_privilege(prod: Synth) -> None:
     assert [name for name, allowed in actions.items() if "lambda:InvokeFunction" in allowed] == [
         "stratoserve-api"
     ]
+
+
+HTTP_FUNCTIONS = ("stratoserve-api", "stratoserve-digits", "stratoserve-embed")
+
+
+def test_no_function_may_read_api_keys(prod: Synth) -> None:
+    """The tenant comes from the registry: no role may GET an API key (and so its value)."""
+    policies = json.dumps(prod.resources("AWS::IAM::Policy"))
+    assert "apigateway:" not in policies
+    assert "/apikeys" not in policies
+
+
+def test_each_function_gets_only_the_table_and_queue_actions_its_code_calls(prod: Synth) -> None:
+    actions = _actions_by_function(prod)
+
+    def of(name: str, service: str) -> set[str]:
+        return {action for action in actions[name] if action.startswith(service + ":")}
+
+    for name in HTTP_FUNCTIONS:
+        # Create (a conditional put), read, update: never list, scan, delete or batch.
+        assert of(name, "dynamodb") == {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        }
+        assert of(name, "sqs") == {"sqs:SendMessage"}
+    worker = "stratoserve-worker"
+    # The worker only moves existing records forward: no PutItem, no DeleteItem; it scans
+    # the table for the stuck-jobs sweep.
+    assert of(worker, "dynamodb") == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan"}
+    # SendMessage and ChangeMessageVisibility its code calls; the rest is the event source's.
+    assert of(worker, "sqs") == {
+        "sqs:SendMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+
+
+def _tenants_table(synth: Synth) -> str:
+    (logical_id,) = [
+        logical_id
+        for logical_id, table in synth.resources("AWS::DynamoDB::GlobalTable").items()
+        if table["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
+    ]
+    return logical_id
+
+
+def test_the_http_functions_may_only_get_one_registry_item(prod: Synth) -> None:
+    registry = _tenants_table(prod)
+    prod.template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Action": "dynamodb:GetItem",
+                            "Effect": "Allow",
+                            "Resource": {"Fn::GetAtt": [registry, "Arn"]},
+                        }
+                    ]
+                )
+            }
+        },
+    )
+    on_registry = [
+        (statement["Action"], policy["Properties"]["Roles"])
+        for policy in prod.resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if registry in json.dumps(statement["Resource"])
+    ]
+    assert len(on_registry) == len(HTTP_FUNCTIONS)
+    assert {action for action, _ in on_registry} == {"dynamodb:GetItem"}
+    for function in prod.resources("AWS::Lambda::Function").values():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        if function["Properties"].get("FunctionName") in HTTP_FUNCTIONS:
+            assert variables["STRATOSERVE_TENANTS_TABLE"] == {"Ref": registry}
+        else:
+            assert "STRATOSERVE_TENANTS_TABLE" not in variables
 
 
 def test_the_modal_token_reaches_the_worker_only(prod: Synth) -> None:
@@ -124,6 +207,7 @@ def test_outputs_for_the_operator_and_the_cli(prod: Synth) -> None:
         "JobsDeadLetterQueueUrl",
         "JobsTableName",
         "JobsBucketName",
+        "TenantsTableName",
         "ModalTokenSecretArn",
         "AlarmTopicArn",
         "CallbackSigningSecretArn",

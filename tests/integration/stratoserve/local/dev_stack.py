@@ -40,6 +40,15 @@ class Stack:
         headers = {"x-api-key": key} if key else {}
         return self.client.post(path, json=body, headers=headers)
 
+    def record(self) -> dict[str, Any]:
+        """stack.json as the running stack wrote it."""
+        record: dict[str, Any] = json.loads((self.state / "stack.json").read_text())
+        return record
+
+    def bearer(self) -> dict[str, str]:
+        """The header that the stack's own services (Invoke, faults, GPU executor) ask for."""
+        return {"Authorization": f"Bearer {self.record()['token']}"}
+
     def environments(self, function: str) -> list[int]:
         """pids of the function's local execution environments."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -55,12 +64,13 @@ class Stack:
 def start_stack(state: Path, config: Path | None = None) -> Stack:
     """`stratoserve dev` on a free port with its state in `state`, once it serves."""
     log = state / "dev.log"
-    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(state)}
+    # The key in the environment, as the README advises (a command line shows in `ps`).
+    env = {**os.environ, "STRATOSERVE_STATE_DIR": str(state), "STRATOSERVE_DEV_API_KEY": KEY}
     if config is not None:
         env["STRATOSERVE_CONFIG"] = str(config)
     with log.open("a") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stratoserve.cli", "dev", "--port", "0", "--api-key", KEY],
+            [sys.executable, "-m", "stratoserve.cli", "dev", "--port", "0"],
             cwd=ROOT,
             env=env,
             stdout=output,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -13,10 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
+import httpx
 import numpy as np
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT
+from stratoserve.local.aws import client as aws_client
+from tests.conftest import ROOT, rest_event
 from tests.integration.stratoserve.local.dev_stack import (
     KEY,
     Stack,
@@ -28,8 +35,6 @@ from tests.integration.stratoserve.local.dev_stack import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    import httpx
 
 PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
 DIGIT_ZERO = [
@@ -115,7 +120,7 @@ def test_it_prints_the_url_the_key_and_a_curl_example(stack: Stack) -> None:
     printed = stack.log.read_text()
 
     assert f"listening on {stack.url}" in printed
-    assert f"API key (--api-key): {KEY}" in printed
+    assert f"API key (STRATOSERVE_DEV_API_KEY): {KEY}" in printed
     assert f"curl -s {stack.url}/v2/models -H 'x-api-key: {KEY}'" in printed
 
 
@@ -140,7 +145,7 @@ def test_health_needs_no_key(stack: Stack) -> None:
 
 def test_the_worker_and_only_the_worker_gets_the_local_gpu_executor(stack: Stack) -> None:
     executor = json.loads((stack.state / "stack.json").read_text())["gpu_executor"]
-    health = stack.client.get(executor["url"] + "/health").json()
+    health = stack.client.get(executor["url"] + "/health", headers=stack.bearer()).json()
 
     assert health["models"] == ["embed:1", "embed:2"]
     assert f"run locally on {health['provider']}): embed:1, embed:2 at {executor['url']}" in (
@@ -304,7 +309,7 @@ def test_metrics_count_requests_by_tenant_route_and_status(stack: Stack) -> None
     stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]})
     stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=None)
 
-    metrics = stack.client.get("/metrics").text
+    metrics = stack.client.get("/metrics", headers=stack.bearer()).text
 
     assert (
         'stratoserve_requests_total{route="/v2/predict/digits",status="200",tenant="dev"}'
@@ -315,6 +320,144 @@ def test_metrics_count_requests_by_tenant_route_and_status(stack: Stack) -> None
     )
     assert 'stratoserve_model_duration_seconds_count{model="digits",version="1"}' in metrics
     assert "stratoserve_init_duration_seconds_count" in metrics
+
+
+def test_anonymous_metrics_name_no_tenant_and_a_key_sees_its_own(stack: Stack) -> None:
+    stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]})
+    stack.post("/v2/predict/digits", {"inputs": [DIGIT_ZERO]}, key=None)
+
+    anonymous = stack.client.get("/metrics").text
+    keyed = stack.client.get("/metrics", headers={"x-api-key": KEY}).text
+    unknown = stack.client.get("/metrics", headers={"x-api-key": "not-a-key-of-this-stack"})
+
+    assert "tenant=" not in anonymous
+    assert 'stratoserve_requests_total{route="/v2/predict/digits",status="200"}' in anonymous
+    assert 'tenant="dev"' in keyed
+    assert 'tenant="-"' not in keyed  # only the key's own tenant
+    assert unknown.status_code == 403
+
+
+def test_the_token_is_in_a_private_stack_json_in_a_private_folder(stack: Stack) -> None:
+    assert stat.S_IMODE(stack.state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((stack.state / "stack.json").stat().st_mode) == 0o600
+    assert len(stack.record()["token"]) >= 40
+
+
+def test_the_invoke_api_refuses_pages_strangers_and_plain_text(stack: Stack) -> None:
+    """Another tenant's event, POSTed as any web page or local user could."""
+    url = f"{stack.record()['lambda_url']}/2015-03-31/functions/api/invocations"
+    event = rest_event("GET", "/v1/models")
+    event["requestContext"]["identity"]["apiKeyId"] = "another-tenants-key-id"
+    body = json.dumps(event).encode()
+    bearer = stack.bearer()
+    refused = {
+        "text/plain, no token": ({"content-type": "text/plain"}, 415),
+        "no token": ({}, 403),
+        "a wrong token": ({"Authorization": "Bearer not-the-token"}, 403),
+        "an Origin": ({**bearer, "Origin": "https://example.com"}, 403),
+        "another Host": ({**bearer, "Host": "rebound.example.com"}, 403),
+        "text/plain": ({**bearer, "content-type": "text/plain"}, 415),
+    }
+    for case, (headers, status) in refused.items():
+        response = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert response.status_code == status, case
+        assert "x-amzn-errortype" in response.headers, case
+
+    health = json.dumps(rest_event("GET", "/health")).encode()
+    assert httpx.post(url, content=health, headers=bearer, timeout=30).status_code == 200
+
+
+def test_the_invoke_api_takes_sigv4_made_with_the_token_only(stack: Stack) -> None:
+    record = stack.record()
+    event = json.dumps(rest_event("GET", "/health")).encode()
+
+    def invoke(secret: str) -> Any:
+        lambda_client = boto3.client(
+            "lambda",
+            endpoint_url=record["lambda_url"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key=secret,
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        return lambda_client.invoke(FunctionName="api", Payload=event)
+
+    assert invoke(record["token"])["StatusCode"] == 200
+    with pytest.raises(ClientError, match="InvalidSignatureException"):
+        invoke("local")
+
+
+def test_the_fault_api_and_the_gpu_executor_want_the_token(stack: Stack) -> None:
+    record = stack.record()
+    faults = f"{record['lambda_url']}/_stratoserve/faults"
+    executor = record["gpu_executor"]["url"]
+    bearer = stack.bearer()
+
+    restart = httpx.post(f"{faults}/aws-restart", json={"down_s": 0}, timeout=30)
+    assert restart.status_code == 403
+    plain = httpx.post(
+        f"{faults}/aws-restart", content=b"{}", headers={**bearer, "content-type": "text/plain"}
+    )
+    assert plain.status_code == 415
+    assert httpx.get(faults, headers=bearer).json()["aws"]["restarts"] == 0
+
+    assert httpx.get(f"{executor}/faults").status_code == 401
+    assert httpx.get(f"{executor}/faults", headers={**bearer, "Origin": "null"}).status_code == 403
+    text = httpx.put(
+        f"{executor}/faults",
+        content=b'{"error": 1}',
+        headers={**bearer, "content-type": "text/plain"},
+    )
+    assert text.status_code == 415
+    assert httpx.get(f"{executor}/faults", headers=bearer).json() == {"error": 0.0, "hang": 0.0}
+
+
+def test_moto_hands_key_values_only_to_the_stacks_credentials_and_no_cors(stack: Stack) -> None:
+    record = stack.record()
+    aws_url = record["aws_url"]
+
+    anonymous = httpx.get(f"{aws_url}/apikeys?includeValues=true", timeout=30)
+    with pytest.raises(ClientError):  # moto's well-known test credentials
+        aws_client("apigateway", aws_url).get_api_keys(includeValues=True)
+    preflight = httpx.options(
+        f"{aws_url}/apikeys",
+        headers={"Origin": "https://example.com", "Access-Control-Request-Method": "GET"},
+    )
+    answer = aws_client("apigateway", aws_url, record["token"]).get_api_keys(includeValues=True)
+
+    assert anonymous.status_code == 403 and KEY not in anonymous.text
+    assert preflight.status_code == 403
+    assert not any(name.startswith("access-control-") for name in preflight.headers)
+    assert KEY in [key.get("value") for key in answer["items"]]
+    headers = answer["ResponseMetadata"]["HTTPHeaders"]
+    assert not any(name.startswith("access-control-") for name in headers)
+
+
+def test_request_headers_are_capped_as_api_gateway_caps_them(stack: Stack) -> None:
+    over = stack.client.get("/v1/models", headers={"x-api-key": KEY, "x-padding": "a" * 11000})
+    assert over.status_code == 431
+    assert over.json() == {"message": "Request Header Fields Too Large"}
+    fine = stack.client.get("/v1/models", headers={"x-api-key": KEY, "x-padding": "a" * 9000})
+    assert fine.status_code == 200
+
+    host, port = stack.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        # Headers that never end: the server stops reading and answers, not buffers.
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-padding: " + b"a" * 100_000)
+        time.sleep(0.5)
+        try:
+            answer = connection.recv(4096)
+        except ConnectionResetError:
+            answer = b"HTTP/1.1 431 (reset)"
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
+def test_only_the_worker_gets_the_callback_signing_key(stack: Stack) -> None:
+    for function in ("worker", "embed", "api", "digits"):
+        (pid, *_) = stack.environments(function)
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        has_key = any(item.startswith(b"STRATOSERVE_CALLBACK_SIGNING_KEY=") for item in environ)
+        assert has_key is (function == "worker"), function
 
 
 def test_the_cli_without_a_running_stack_says_what_to_do(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from stratoserve.local.aws import LocalAws
 
 RESTART = "/_stratoserve/faults/aws-restart"
+TOKEN = "the-stack-token-of-this-test"
 DOWN_S = 4.0
 
 
@@ -34,10 +35,13 @@ def _with_api(aws: LocalAws, scenario: Callable[[httpx.AsyncClient], Awaitable[A
     """The scenario against the Lambda Invoke API (no functions) carrying the fault API."""
 
     async def run() -> Any:
-        api = LambdaApi({}, FaultsApi(aws))
+        api = LambdaApi({}, FaultsApi(aws), token=TOKEN)
         transport = httpx.ASGITransport(app=api)
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://lambda") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1:9001", headers=bearer
+            ) as client:
                 return await scenario(client)
         finally:
             await api.close()
@@ -99,7 +103,12 @@ def test_an_aws_restart_answers_once_it_is_down_and_it_comes_back(aws: LocalAws)
 def test_a_bad_restart_request_is_400_and_restarts_nothing(
     aws: LocalAws, body: bytes, message: str
 ) -> None:
-    answer = _with_api(aws, lambda client: client.post(RESTART, content=body))
+    answer = _with_api(
+        aws,
+        lambda client: client.post(
+            RESTART, content=body, headers={"content-type": "application/json"}
+        ),
+    )
 
     assert answer.status_code == 400
     assert answer.json()["message"].startswith(message)

@@ -43,7 +43,8 @@ def executor(built_models: Path) -> Iterator[ExecutorProcess]:
 
 @pytest.fixture
 def client(executor: ExecutorProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=executor.url, timeout=30) as http:
+    bearer = {"Authorization": f"Bearer {executor.token}"}
+    with httpx.Client(base_url=executor.url, headers=bearer, timeout=30) as http:
         yield http
         http.put("/faults", json={"error": 0, "hang": 0})
 
@@ -108,7 +109,7 @@ def test_what_the_gpu_layer_does_not_serve_is_404(client: httpx.Client) -> None:
     [b"not json", b"[]", b'{"model": "embed", "version": 2, "inputs": []}', b'{"model": "embed"}'],
 )
 def test_a_malformed_body_is_400(client: httpx.Client, body: bytes) -> None:
-    response = client.post("/calls", content=body)
+    response = client.post("/calls", content=body, headers={"content-type": "application/json"})
 
     assert response.status_code == 400
     assert response.json()["error"]

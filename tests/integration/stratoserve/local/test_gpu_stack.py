@@ -7,7 +7,6 @@ with it."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -106,12 +105,14 @@ def stack(built_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def executor(stack: Stack) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((stack.state / "stack.json").read_text())["gpu_executor"]
-    return record
+    record: dict[str, Any] = stack.record()["gpu_executor"]
+    return {**record, "headers": stack.bearer()}
 
 
 def _faults(executor: dict[str, Any], **faults: float) -> None:
-    response = httpx.put(f"{executor['url']}/faults", json=faults, timeout=10)
+    response = httpx.put(
+        f"{executor['url']}/faults", json=faults, headers=executor["headers"], timeout=10
+    )
     assert response.status_code == 200, response.text
 
 
@@ -159,7 +160,7 @@ def _cosines(stack: Stack, state: JobState, expected: np.ndarray, key: str = KEY
 def test_a_pro_job_over_the_threshold_runs_on_the_gpu_executor(
     stack: Stack, executor: dict[str, Any]
 ) -> None:
-    health = httpx.get(f"{executor['url']}/health", timeout=10).json()
+    health = httpx.get(f"{executor['url']}/health", headers=executor["headers"], timeout=10).json()
 
     (job,) = _wait(stack, [_submit(stack, "embed", TEXTS)])
     (smaller,) = _wait(stack, [_submit(stack, "embed", TEXTS[:-1])])

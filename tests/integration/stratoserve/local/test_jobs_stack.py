@@ -127,7 +127,7 @@ def admin(stack: Stack) -> JobAdmin:
     return JobAdmin.connect(
         load_declaration(stack.config),
         JobResources(**record["jobs"]),
-        lambda service: client(service, record["aws_url"]),
+        lambda service: client(service, record["aws_url"], record["token"]),
     )
 
 
@@ -312,7 +312,7 @@ def test_a_duplicate_delivery_is_not_computed_or_stored_again(
     job_id = accepted.job_id
     before = _wait(admin, {job_id})[job_id]
     message = JobMessage(
-        tenant="dev",
+        tenant=before.tenant,  # the dev tenant's id
         job_id=job_id,
         model="embed",
         version="2",
@@ -447,6 +447,7 @@ def test_the_jobs_cli_lists_and_shows_jobs(stack: Stack, api: Client) -> None:
     assert listed.returncode == shown.returncode == 0, listed.stderr + shown.stderr
     assert job_id in [job["job_id"] for job in json.loads(listed.stdout)]
     assert json.loads(shown.stdout)["tenant"] == "dev"
+    assert json.loads(shown.stdout)["tenant_id"].startswith("t-"), "stored by the tenant's id"
     assert missing.returncode == 2
     assert "no job no-such-job" in missing.stderr
 
@@ -458,7 +459,8 @@ def test_a_finished_job_is_posted_to_its_callback_signed_for_its_tenant(
     import threading
 
     received: list[tuple[bytes, str]] = []
-    answers = iter([503, 200])  # the first delivery is refused: the worker tries again
+    # The first delivery is refused: the callbacks queue brings it back to the worker.
+    answers = iter([503, 200])
 
     class Receiver(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -486,6 +488,7 @@ def test_a_finished_job_is_posted_to_its_callback_signed_for_its_tenant(
 
     secret = json.loads(cli(stack, "jobs", "callback-secret", "--tenant", "dev", "--json").stdout)
     body, signed = received[-1]
+    assert (secret["tenant_id"][:2], secret["secret_version"]) == ("t-", 1)
     assert verify(secret["callback_secret"], signed, body)
     assert not verify(tenant_secret(b"another key", "dev"), signed, body)
     posted = json.loads(body)
@@ -495,4 +498,4 @@ def test_a_finished_job_is_posted_to_its_callback_signed_for_its_tenant(
     while (job := admin.find(job_id, "dev")) is None or job.callback is None:
         assert time.monotonic() < deadline, "the callback's outcome was never recorded"
         time.sleep(0.1)
-    assert job.callback == {"delivered": True, "attempts": 2, "status": 200}
+    assert job.callback == {"state": "delivered", "delivered": True, "attempts": 2, "status": 200}

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 HANDLERS = "tests.integration.stratoserve.local.handlers"
+TOKEN = "the-stack-token-of-this-test"
+BASE_URL = "http://127.0.0.1:9001"  # a loopback Host: the API refuses any other
 FUNCTIONS = {"echo": "echo", "fails": "raise_error", "crash": "crash", "sleep": "sleep"}
 
 
@@ -30,10 +32,13 @@ def _with_api(scenario: Callable[[httpx.AsyncClient, LambdaApi], Awaitable[Any]]
             )
             for name, handler in FUNCTIONS.items()
         }
-        api = LambdaApi(pools)
+        api = LambdaApi(pools, token=TOKEN)
         transport = httpx.ASGITransport(app=api)
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://lambda") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url=BASE_URL, headers=bearer
+            ) as client:
                 return await scenario(client, api)
         finally:
             await api.close()

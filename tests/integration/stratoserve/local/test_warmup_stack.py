@@ -78,7 +78,7 @@ def lambda_client(stack: Stack) -> Any:
         endpoint_url=record["lambda_url"],
         region_name="us-east-1",
         aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_secret_access_key=record["token"],  # the stack's credentials: SigV4, as on AWS
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
     )
 

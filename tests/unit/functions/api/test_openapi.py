@@ -79,6 +79,7 @@ def test_a_job_body_is_one_of_the_served_models_with_its_inputs(schema: dict[str
     # The handler refuses fields it does not know: so does the schema.
     assert all(choice["additionalProperties"] is False for choice in choices)
     assert by_model["digits"]["properties"]["callback_url"]["format"] == "uri"
+    assert by_model["digits"]["properties"]["callback_url"]["maxLength"] == 2048
 
 
 def test_every_route_but_health_needs_the_api_key(schema: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from functions.runtime.callbacks import (
     TOLERANCE_S,
     CallbackRefused,
     CallbackSender,
+    check_destination,
     check_url,
     signature,
     tenant_secret,
@@ -27,6 +29,7 @@ from functions.runtime.callbacks import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 SIGNING_KEY = b"project-signing-key"
 BODY = b'{"job_id":"j-1","status":"succeeded","result":[1,2]}'
@@ -439,7 +442,7 @@ def test_a_host_name_is_checked_where_it_resolves_before_the_post() -> None:
     if any(ipaddress.ip_address(address).is_global for address in addresses):
         pytest.skip(f"this machine's name ({host}) resolves to a public address")
     clock = Clock()
-    url = f"https://{host}:9/hooks"
+    url = f"https://{host}/hooks"
     assert check_url(url) == url, "a name passes until it is resolved"
 
     outcome = _sender(clock, allow_loopback=False).deliver(
@@ -460,3 +463,399 @@ def test_a_name_that_does_not_resolve_is_not_sent() -> None:
     assert outcome["attempts"] == 0
     assert outcome["error"].startswith("not sent: ")
     assert clock.sleeps == []
+
+
+# -- secret versions and what verify() takes ---------------------------------------------
+
+
+def test_version_1_is_the_secret_derived_before_versions_existed() -> None:
+    import hashlib
+    import hmac
+
+    before = hmac.new(SIGNING_KEY, b"callback-secret:acme", hashlib.sha256).hexdigest()
+
+    assert tenant_secret(SIGNING_KEY, "acme") == before
+    assert tenant_secret(SIGNING_KEY, "acme", 1) == before
+    assert tenant_secret(SIGNING_KEY, "acme", 2) != before
+    assert tenant_secret(SIGNING_KEY, "acme", 2) != tenant_secret(SIGNING_KEY, "acme", 3)
+    with pytest.raises(ValueError, match="secret version must be 1 or more"):
+        tenant_secret(SIGNING_KEY, "acme", 0)
+
+
+def test_a_callback_is_signed_with_the_job_s_secret_version(receiver: Receiver) -> None:
+    clock = Clock()
+
+    _sender(clock).deliver(receiver.url, "acme", BODY, deadline=clock.now + 60, secret_version=2)
+
+    header = receiver.received[0].headers[SIGNATURE_HEADER]
+    assert verify(tenant_secret(SIGNING_KEY, "acme", 2), header, BODY)
+    assert not verify(tenant_secret(SIGNING_KEY, "acme", 1), header, BODY)
+
+
+@pytest.mark.parametrize("header", ["t=1700000000,v1=é", "t=١٧٠٠٠٠٠٠٠٠,v1=abc", "☃"])
+def test_a_non_ascii_header_fails_without_raising(header: str) -> None:
+    assert not verify(tenant_secret(SIGNING_KEY, "acme"), header, BODY, now=1_700_000_000)
+
+
+# -- where a callback may go: length, numeric hosts, IPv6 carrying IPv4, ports ------------
+
+
+EMBEDDED = (
+    "must not point at an IPv6 address that carries an IPv4 one "
+    "(NAT64, 6to4, Teredo, IPv4-mapped or IPv4-compatible)"
+)
+
+
+def test_a_url_over_2048_characters_is_refused() -> None:
+    fits = "https://example.com/" + "a" * (2048 - len("https://example.com/"))
+    assert check_url(fits) == fits
+
+    with pytest.raises(CallbackRefused, match="must be at most 2048 characters long"):
+        check_url(fits + "a")
+    with pytest.raises(CallbackRefused, match="must be at most 2048 characters long"):
+        check_url("https://example.com/?" + "a" * 500_000)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://2130706433/", "https://0177.0.0.1/", "https://0x7f.1/", "https://127.1/"],
+)
+def test_a_host_written_as_a_number_is_refused(url: str) -> None:
+    """The resolver reads these as 127.0.0.1; ipaddress does not read them at all."""
+    with pytest.raises(CallbackRefused):
+        check_url(url)
+    with pytest.raises(CallbackRefused):
+        check_destination(url, resolve=socket.gethostbyname_ex)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:5db8:d70e::1",  # 6to4 of a public address: still refused outright
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::5db8:d70e",  # IPv4-compatible public address
+        "::ffff:93.184.215.14",  # IPv4-mapped public address
+        "::ffff:127.0.0.1",  # IPv4-mapped loopback
+    ],
+)
+def test_ipv6_addresses_that_carry_an_ipv4_one_are_refused(address: str) -> None:
+    with pytest.raises(CallbackRefused) as literal:
+        check_url(f"https://[{address}]/hook")
+    with pytest.raises(CallbackRefused) as resolved:
+        check_destination("https://hooks.example.com/", resolve=lambda host: [address])
+
+    assert str(literal.value) == EMBEDDED
+    assert str(resolved.value) == str(literal.value)
+
+
+@pytest.mark.parametrize("address", ["224.0.0.1", "240.0.0.1", "100.64.0.1", "192.0.0.8"])
+def test_multicast_reserved_and_shared_addresses_are_refused(address: str) -> None:
+    with pytest.raises(CallbackRefused, match=NOT_PRIVATE):
+        check_destination("https://hooks.example.com/", resolve=lambda host: [address])
+
+
+def test_a_name_is_refused_if_any_of_its_addresses_is() -> None:
+    with pytest.raises(CallbackRefused, match=NOT_PRIVATE):
+        check_destination(
+            "https://hooks.example.com/", resolve=lambda host: ["93.184.215.14", "10.0.0.7"]
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com:8443/hook", "https://93.184.215.14:80/", "https://[2606:4700::1]:1/"],
+)
+def test_only_port_443_is_allowed(url: str) -> None:
+    with pytest.raises(CallbackRefused, match="must use port 443"):
+        check_url(url)
+
+
+def test_the_local_stack_allows_other_ports_on_loopback_only() -> None:
+    public = check_destination(
+        "https://hooks.example.com:443/",
+        allow_loopback=True,
+        resolve=lambda host: ["93.184.215.14"],
+    )
+    loopback = check_destination(
+        "https://hooks.test:8443/x?y=1", allow_loopback=True, resolve=lambda host: ["127.0.0.1"]
+    )
+
+    assert (public.port, public.addresses) == (443, ("93.184.215.14",))
+    assert (loopback.port, loopback.target, loopback.addresses) == (8443, "/x?y=1", ("127.0.0.1",))
+    with pytest.raises(CallbackRefused, match="must use port 443"):
+        check_destination(
+            "https://hooks.example.com:8443/",
+            allow_loopback=True,
+            resolve=lambda host: ["93.184.215.14"],
+        )
+
+
+def test_a_name_that_does_not_resolve_is_refused_when_checked() -> None:
+    def nowhere(host: str) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(CallbackRefused, match="names a host that does not resolve"):
+        check_destination("https://hooks.example.com/", resolve=nowhere)
+
+
+# -- a total deadline per attempt and per job --------------------------------------------
+
+
+@pytest.fixture
+def trickler() -> Iterator[str]:
+    """A receiver that reads the request, then answers one byte every 50 ms: a socket
+    timeout never fires (each read gets a byte), and a full answer takes seconds."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    stop = threading.Event()
+    answer = b"HTTP/1.1 200 OK\r\n" + b"x-padding: " + b"." * 100 + b"\r\ncontent-length: 0\r\n\r\n"
+
+    def trickle(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            for byte in answer:
+                if stop.is_set():
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the sender gave up
+                time.sleep(0.05)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hooks"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_attempt_s_deadline(
+    trickler: str,
+) -> None:
+    clock = Clock()
+    sender = _sender(clock, attempts=1, timeout_s=0.3)
+
+    started = time.monotonic()
+    outcome = sender.deliver(trickler, "acme", BODY, deadline=clock.now + 60)
+    took = time.monotonic() - started
+
+    assert outcome == {"delivered": False, "attempts": 1, "error": "no answer within 0.3 s"}
+    assert took < 0.8, f"one attempt of 0.3 s took {took:.2f} s"
+
+
+def test_a_job_s_attempts_all_end_by_its_deadline(trickler: str) -> None:
+    sender = CallbackSender(
+        lambda: SIGNING_KEY, attempts=10, timeout_s=5.0, backoff_s=0.01, allow_loopback=True
+    )
+
+    started = time.monotonic()
+    outcome = sender.deliver(trickler, "acme", BODY, deadline=started + 0.5)
+    took = time.monotonic() - started
+
+    assert outcome["delivered"] is False
+    assert took < 1.0, f"a job's 0.5 s of callbacks took {took:.2f} s"
+
+
+# -- the POST goes to the address that was checked ---------------------------------------
+
+
+@dataclass
+class TlsReceiver:
+    port: int
+    client_context: ssl.SSLContext
+    requests: list[tuple[str | None, dict[str, str]]] = field(default_factory=list)
+    """(the SNI name the client sent, the request's headers)"""
+
+
+def _certificate(name: str) -> tuple[bytes, bytes, bytes]:
+    """A CA, and a certificate it signed for `name`: (CA PEM, certificate PEM, key PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return (
+        ca.public_bytes(serialization.Encoding.PEM),
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[TlsReceiver]:
+    """An https receiver on 127.0.0.1 whose certificate names hooks.example.com."""
+    ca, certificate, key = _certificate("hooks.example.com")
+    (tmp_path / "cert.pem").write_bytes(certificate)
+    (tmp_path / "key.pem").write_bytes(key)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    names: list[str | None] = []
+
+    def heard(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        names.append(name)
+
+    server_context.sni_callback = heard
+    client_context = ssl.create_default_context(cadata=ca.decode())
+    lock = threading.Lock()
+    state: TlsReceiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            with lock:
+                state.requests.append(
+                    (names[-1] if names else None, {k.lower(): v for k, v in self.headers.items()})
+                )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    class TlsServer(ThreadingHTTPServer):
+        def get_request(self) -> tuple[socket.socket, object]:
+            connection, address = super().get_request()
+            return server_context.wrap_socket(connection, server_side=True), address
+
+    server = TlsServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state = TlsReceiver(port=server.server_address[1], client_context=client_context)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class RebindingResolver:
+    """A name that resolves to `first` when checked, and anywhere else afterwards."""
+
+    def __init__(self, first: str, afterwards: str) -> None:
+        self.answers = [first]
+        self.afterwards = afterwards
+        self.asked: list[str] = []
+
+    def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        return [self.answers.pop(0) if self.answers else self.afterwards]
+
+
+def test_the_post_goes_to_the_checked_address_with_sni_and_host_set_to_the_name(
+    tls_receiver: TlsReceiver,
+) -> None:
+    clock = Clock()
+    # Checked: 127.0.0.1 (the local stack allows loopback). Any later lookup rebinds to
+    # 10.0.0.7: a sender that resolved again to connect would go there (and fail).
+    resolver = RebindingResolver("127.0.0.1", "10.0.0.7")
+    sender = CallbackSender(
+        lambda: SIGNING_KEY,
+        attempts=1,
+        allow_loopback=True,
+        sleep=clock.sleep,
+        clock=clock,
+        resolve=resolver,
+        tls=tls_receiver.client_context,
+    )
+    url = f"https://hooks.example.com:{tls_receiver.port}/hooks"
+
+    outcome = sender.deliver(url, "acme", BODY, deadline=clock.now + 60)
+
+    assert outcome == {"delivered": True, "attempts": 1, "status": 204}
+    assert resolver.asked == ["hooks.example.com"], "resolved once, for the check"
+    ((sni, headers),) = tls_receiver.requests
+    assert sni == "hooks.example.com"
+    assert headers["host"] == f"hooks.example.com:{tls_receiver.port}"
+    assert verify(tenant_secret(SIGNING_KEY, "acme"), headers[SIGNATURE_HEADER], BODY)
+
+
+def test_a_certificate_for_another_name_is_not_accepted(tls_receiver: TlsReceiver) -> None:
+    clock = Clock()
+    sender = CallbackSender(
+        lambda: SIGNING_KEY,
+        attempts=1,
+        allow_loopback=True,
+        sleep=clock.sleep,
+        clock=clock,
+        resolve=lambda host: ["127.0.0.1"],
+        tls=tls_receiver.client_context,
+    )
+
+    outcome = sender.deliver(
+        f"https://other.example.com:{tls_receiver.port}/hooks",
+        "acme",
+        BODY,
+        deadline=clock.now + 60,
+    )
+
+    assert outcome["delivered"] is False
+    assert "certificate verify failed" in outcome["error"]
+    assert tls_receiver.requests == []

@@ -169,3 +169,26 @@ def test_the_shipped_declaration_warms_two_api_environments(declaration: Declara
     (api,) = declared_warmups(declaration)
 
     assert (api.function, api.expression, api.concurrency) == ("api", "rate(5 minutes)", 2)
+
+
+def test_a_followed_schedule_sends_on_its_firings_only_not_at_start() -> None:
+    """The stuck-jobs sweep's way in: `follow(schedule, send)`."""
+    time = FakeTime()
+    fired: list[dt.datetime] = []
+
+    async def sweep() -> None:
+        fired.append(time.now)
+
+    async def scenario() -> None:
+        scheduler = WarmupScheduler([], Functions(time).invoke, clock=time.clock, sleep=time.sleep)
+        scheduler.follow(parse_schedule("rate(15 minutes)"), sweep)
+        for _ in range(10_000):
+            if len(fired) >= 2:
+                break
+            await asyncio.sleep(0)
+        await scheduler.stop()
+
+    asyncio.run(scenario())
+
+    # A rate counts from when the rule (here: the stack) started, as EventBridge's does.
+    assert fired[:2] == [START + dt.timedelta(minutes=15), START + dt.timedelta(minutes=30)]
