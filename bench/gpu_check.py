@@ -6,7 +6,7 @@ against the CPU worker's model stage, on the same machine.
 (b) throughput: a job of --texts texts (default 10,000) through engine.run_job, a
     length-sorted batch of [gpu].max_batch_size at a time, as a GPU container runs it;
     against the CPU worker (functions.runtime.models.load_model on the CPU provider, the
-    texts cut into chunks by the worker's own functions.worker.batch._chunks), once with
+    texts cut into chunks by the worker's own functions.worker.batch.chunks), once with
     the declaration's runtime.intra_op_threads (what a Lambda worker uses) and once with
     every core of this machine. The CPU is slow: each CPU run is time-boxed
     (--cpu-seconds) to a prefix of the texts and reported in texts/s.
@@ -67,7 +67,7 @@ PARITY_MIN_COSINE = 0.999
 CUDA = "CUDAExecutionProvider"
 CPU_BLOCK = 256
 """The CPU runs take the texts in blocks of this many, in the job's order; each block is
-length-sorted and chunked as the worker does (functions.worker.batch._chunks). A run stops
+length-sorted and chunked as the worker does (functions.worker.batch.chunks). A run stops
 at the end of the block during which --cpu-seconds ran out, so every text it measured
 belongs to whole blocks: a prefix of the job, not its shortest texts."""
 TARGET = None
@@ -232,7 +232,7 @@ def measure_cpu(
     """The worker's model stage on a prefix of the texts, whole blocks, about `seconds`
     long; the figures and the outputs by text index."""
     from functions.runtime.models import ModelKey, load_model
-    from functions.worker.batch import CHUNK_INPUTS, _chunks
+    from functions.worker.batch import CHUNK_INPUTS, chunks
     from stratoserve.declaration import models_dir
 
     runtime = declaration.runtime.model_copy(update={"intra_op_threads": threads})
@@ -252,7 +252,7 @@ def measure_cpu(
     elapsed = 0.0
     for start in range(0, len(texts), CPU_BLOCK):
         block = sorted(range(start, min(start + CPU_BLOCK, len(texts))), key=sizes.__getitem__)
-        for chunk in _chunks(block, sizes):
+        for chunk in chunks(block, sizes):
             vectors = runner.run(runner.check([texts[index] for index in chunk]))
             for index, vector in zip(chunk, vectors, strict=True):
                 outputs[index] = vector
@@ -270,7 +270,7 @@ def measure_cpu(
         "session_share": sum(run[3] for run in runs) / elapsed,
         "session_runs": cost_of_runs(runs),
         "chunking": f"blocks of {CPU_BLOCK} texts in the job's order, each length-sorted and "
-        f"cut by functions.worker.batch._chunks (at most {CHUNK_INPUTS} a run)",
+        f"cut by functions.worker.batch.chunks (at most {CHUNK_INPUTS} a run)",
     }
     print(
         f"cpu, {threads} intra-op thread{'s' if threads > 1 else ''}: "

@@ -3,13 +3,12 @@ timestamp, fixed permissions), so an unchanged layer keeps its hash and CDK asse
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
 import zipfile
 from typing import TYPE_CHECKING
-
-from models.recipes.base import file_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -18,6 +17,12 @@ if TYPE_CHECKING:
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 """The earliest time a zip can hold. Compiled files do not depend on it: they are written
 with unchecked-hash invalidation, which never compares source timestamps."""
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file (hashlib reads it in blocks: layer zips run to ~40 MB)."""
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def tree_entries(root: Path, prefix: str) -> list[tuple[str, Path]]:
@@ -48,4 +53,4 @@ def write_zip(entries: Iterable[tuple[str, Path]], target: Path) -> str:
             with path.open("rb") as source, archive.open(info, "w") as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
     partial.replace(target)
-    return file_sha256(target)
+    return sha256_of(target)

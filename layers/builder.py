@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layers import limits
-from layers.archive import tree_entries, unzipped_bytes, write_zip
+from layers.archive import sha256_of, tree_entries, unzipped_bytes, write_zip
 from layers.packages import CodeBuild, build_code, stage_image
 from layers.pins import PinError, pin, target_environment
 from layers.recipes import (
@@ -35,7 +35,6 @@ from layers.recipes import (
     layer_recipes,
 )
 from layers.strip import strip_binaries, strip_tool, strip_tree
-from models.recipes.base import file_sha256
 from stratoserve.declaration import models_dir
 
 if TYPE_CHECKING:
@@ -177,7 +176,7 @@ def _build_layers(
                     recipe, models_dir(declaration, source), output, force=force
                 )
             built[(name, target)] = layer
-    code = build_code(function_code_files(source), output, target_python(), _compile)
+    code = build_code(function_code_files(source), output, target_python(), compile_for_lambda)
     packages = function_packages(declaration)
     functions = []
     problems = []
@@ -296,7 +295,7 @@ def build_pip_layer(
         )
     else:
         say(f"{recipe.name} ({arch}): compiling with Python {python[1]}")
-        notes += _compile(python[0], site)
+        notes += compile_for_lambda(python[0], site)
     say(f"{recipe.name} ({arch}): zipping")
     entries = tree_entries(site, "python")
     digest = write_zip(entries, archive)
@@ -377,7 +376,7 @@ def target_python() -> tuple[str, str] | None:
     return None
 
 
-def _compile(python: str, site: Path, prefix: str = "/opt/python") -> list[str]:
+def compile_for_lambda(python: str, site: Path, prefix: str = "/opt/python") -> list[str]:
     """__pycache__ for the target Python. unchecked-hash: Lambda's /opt and /var/task are
     read-only and the zip's timestamps are fixed, so a timestamp check would always fail
     and recompile; the source paths recorded are the ones Lambda sees (`prefix`/...)."""
@@ -417,7 +416,7 @@ def build_models_layer(
     stamp = _stamp(
         {
             "builder": BUILDER_VERSION,
-            "files": {name: file_sha256(path) for name, path in entries},
+            "files": {name: sha256_of(path) for name, path in entries},
         }
     )
     archive = output / ANY_ARCH / f"{recipe.name}.zip"
@@ -459,7 +458,7 @@ def _up_to_date(archive: Path, stamp: str) -> LayerBuild | None:
         return None
     if record.get("stamp") != stamp or not archive.is_file():
         return None
-    if file_sha256(archive) != layer.sha256:
+    if sha256_of(archive) != layer.sha256:
         return None
     layer.status = "up to date"
     return layer

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layers.archive import unzipped_bytes, write_zip
-from models.recipes.base import file_sha256
+from layers.archive import sha256_of, unzipped_bytes, write_zip
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +62,7 @@ def build_code(
         fresh = Path(staging) / "code.zip"
         digest = write_zip(entries, fresh)
         size = unzipped_bytes(entries)
-        if not archive.is_file() or file_sha256(archive) != digest:
+        if not archive.is_file() or sha256_of(archive) != digest:
             archive.parent.mkdir(parents=True, exist_ok=True)
             partial = archive.with_name(f"code.zip.{os.getpid()}.partial")
             shutil.copyfile(fresh, partial)

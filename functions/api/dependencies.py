@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from functions.api.errors import ApiError
 from functions.runtime.environment import ExecutionEnvironment, get_environment
 from functions.runtime.observability import logger
-from functions.runtime.tenants import Tenant, TenantLookupError
+from functions.runtime.tenants import Tenant
 
 
 async def current_environment() -> ExecutionEnvironment:
@@ -31,11 +31,7 @@ async def current_tenant(request: Request, environment: EnvironmentDep) -> Tenan
     key_id = identity.get("apiKeyId")
     if not key_id or not isinstance(key_id, str):
         raise ApiError(403, "Forbidden")
-    try:
-        tenant = environment.tenants.lookup(key_id)
-    except TenantLookupError as error:
-        logger.error("tenant lookup failed", extra={"error": str(error)})
-        raise ApiError(503, "could not identify the caller's tenant; try again") from None
+    tenant = environment.tenants.lookup(key_id)
     plans = environment.declaration.plans
     if tenant is None or (plans and tenant.plan not in plans):
         # A key whose plan is no longer declared would otherwise run without limits.

@@ -42,6 +42,11 @@ def describe_error(error: BaseException) -> str:
     return f"{code}: {error}" if code else f"{type(error).__name__}: {error}"
 
 
+def is_aws_failure(error: BaseException) -> bool:
+    """AWS refused a call (a ClientError) or could not be reached (botocore's own errors)."""
+    return error_code(error) is not None or type(error).__module__.startswith("botocore")
+
+
 def public_reason(error: BaseException) -> str:
     """What a tenant may read about a failure: AWS's error code, never its message (which
     names roles, accounts and ARNs); other errors as they are (they are the runtime's own)."""

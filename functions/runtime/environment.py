@@ -89,7 +89,7 @@ def get_settings() -> Settings:
 
 
 class UnknownModelError(LookupError):
-    """The API version does not exist, or does not serve that model (404)."""
+    """The API version does not exist, or does not serve that model."""
 
 
 class ExecutionEnvironment:
@@ -263,11 +263,16 @@ class ExecutionEnvironment:
         }
         return sorted(keys, key=str)
 
-    def resolve(self, api_version: str, model: str) -> ModelKey:
+    def served_version(self, api_version: str, model: str) -> str:
+        """The version of `model` that `api_version` serves, whichever function serves it."""
         try:
-            version = self.declaration.served_version(api_version, model)
+            return self.declaration.served_version(api_version, model)
         except LookupError as error:
             raise UnknownModelError(str(error)) from None
+
+    def resolve(self, api_version: str, model: str) -> ModelKey:
+        """The model a predict request runs here: served by `api_version` and this function."""
+        version = self.served_version(api_version, model)
         if model not in self.function.models:
             raise UnknownModelError(f"model {model} is not served by function {self.function_name}")
         return ModelKey(model, version)

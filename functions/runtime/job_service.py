@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from functions.runtime.aws import describe_error, public_reason
+from functions.runtime.aws import describe_error, is_aws_failure, public_reason
 from functions.runtime.jobs import (
     BACKEND_LAMBDA,
     Job,
@@ -29,7 +29,7 @@ from functions.runtime.jobs import (
 from functions.runtime.observability import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from functions.runtime.job_queue import JobQueue
     from functions.runtime.job_store import JobStore
@@ -43,7 +43,7 @@ NOT_QUEUED = "the job could not be queued"
 
 
 class JobsUnavailable(RuntimeError):
-    """The job path is not configured here, or AWS refused a call (503); only the latter
+    """The job path is not configured here, or AWS refused a call; only the latter
     is worth another try."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
@@ -52,7 +52,7 @@ class JobsUnavailable(RuntimeError):
 
 
 class IdempotencyConflict(Exception):
-    """The Idempotency-Key names a job submitted with a different request (422)."""
+    """The Idempotency-Key names a job submitted with a different request."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,20 @@ class JobService:
             stored = replace(stored, message_id=message_id)
         return Submission(stored, replayed=not created)
 
+    def get(self, tenant: str, job_id: str) -> Job | None:
+        """The tenant's job, or None when the tenant has no job by that id."""
+        with _reading_store():
+            return self.store.get(tenant, job_id)
+
+    def cancel(self, tenant: str, job_id: str) -> Job | None:
+        """The tenant's job once cancelled, or None when the tenant has no job by that id;
+        JobNotCancellable once it runs or has finished."""
+        with _reading_store():
+            job = self.store.cancel(tenant, job_id)
+        if job is not None:
+            logger.info("job cancelled", extra={"job_id": job_id})
+        return job
+
     def _unsent(self, job: Job) -> bool:
         """A job no worker has seen whose message may not be on the queue: its send
         failed, or no message id was recorded (the send's outcome is unknown)."""
@@ -186,3 +200,16 @@ class JobService:
         if job.status == JobStatus.QUEUED:
             return job.message_id is None
         return job.status == JobStatus.FAILED and (job.error or "").startswith(NOT_QUEUED)
+
+
+@contextlib.contextmanager
+def _reading_store() -> Iterator[None]:
+    """AWS failing a read is JobsUnavailable (worth another try); any other error is a bug and
+    stays what it is."""
+    try:
+        yield
+    except Exception as error:
+        if not is_aws_failure(error):
+            raise
+        logger.error("job store unavailable", extra={"error": describe_error(error)})
+        raise JobsUnavailable(f"the job store could not be read ({public_reason(error)})") from None

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class InputError(ValueError):
-    """Inputs of the wrong shape or type for the model: the client's mistake (422)."""
+    """Inputs of the wrong shape or type for the model: the client's mistake."""
 
 
 class OverflowingInputError(InputError):

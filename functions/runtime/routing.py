@@ -18,11 +18,16 @@ if TYPE_CHECKING:
 
 
 class RouteRefused(Exception):
-    """The job cannot run anywhere it may go: `status` is the HTTP answer (403 or 413)."""
+    """The job cannot run anywhere it may go; the message says what the caller can do."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+class JobTooLarge(RouteRefused):
+    """More inputs than any backend the job may go to takes: split it."""
+
+
+class GpuJobsNotInPlan(RouteRefused):
+    """The job needs the GPU, the tenant's plan has no GPU jobs, and the declaration says
+    to refuse rather than run it on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +50,14 @@ def route_job(
     if declaration.runs_on_gpu(model) and routing.wants_gpu(inputs, payload_bytes):
         if plan is None or plan.gpu_jobs:
             if inputs > routing.gpu_max_inputs:
-                raise RouteRefused(
-                    413,
+                raise JobTooLarge(
                     f"{inputs} inputs is more than a GPU job of {model} may carry "
                     f"({routing.gpu_max_inputs}, routing.{model}.gpu_max_inputs); split it into "
                     "several jobs",
                 )
             return Route(BACKEND_MODAL)
         if routing.without_gpu == "refuse":
-            raise RouteRefused(
-                403,
+            raise GpuJobsNotInPlan(
                 f"plan {plan_name} does not include GPU jobs, and a job of {model} this big "
                 f"({_threshold(declaration, model)}) runs on the GPU; send smaller jobs",
             )
@@ -62,8 +65,7 @@ def route_job(
         bigger = ""
         if declaration.runs_on_gpu(model) and routing.gpu_min_inputs is not None:
             bigger = f"; plans with GPU jobs may send up to {routing.gpu_max_inputs}"
-        raise RouteRefused(
-            413,
+        raise JobTooLarge(
             f"{inputs} inputs is more than a job of {model} may carry ({routing.job_max_inputs}, "
             f"routing.{model}.job_max_inputs){bigger}; split it into several jobs",
         )

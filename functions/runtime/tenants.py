@@ -39,7 +39,7 @@ ENABLED = "enabled"
 
 
 class TenantLookupError(RuntimeError):
-    """The registry could not be asked who owns a key (503, try again)."""
+    """The registry could not be asked who owns a key (worth another try)."""
 
 
 @dataclass(frozen=True)

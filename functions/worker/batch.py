@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +36,7 @@ from functions.runtime.jobs import (
 )
 from functions.runtime.models import InputError, ModelKey, OverflowingInputError
 from functions.runtime.observability import job_outcome_metrics, logger
+from functions.worker.delivery import Delivery
 from functions.worker.gpu import NO_GPU_LAYER, GpuDispatcher, give_up, to_cpu
 
 if TYPE_CHECKING:
@@ -59,46 +59,6 @@ RUN_MARGIN = 0.1
 """Share of the worker's timeout (at least a second) kept free when starting a model run:
 less left, and the rest of the batch goes back to the queue rather than die with the
 invocation."""
-
-
-@dataclass
-class Delivery:
-    """One record of the batch, as it goes through the worker."""
-
-    message_id: str
-    receipt_handle: str
-    receive_count: int
-    message: JobMessage | None = None
-    job: Job | None = None
-    inputs: list[Any] | None = None
-    outputs: list[Any] | None = None
-    failure: str | None = None
-    """Why the record failed, as the job shows it: SQS delivers it again (or moves it to
-    the DLQ)."""
-    detail: str | None = None
-    """The failure in full, for the logs only (AWS's messages name accounts and roles)."""
-    deferred: bool = False
-    """Not run: the invocation had no time left for it. It comes back at once."""
-    gpu: bool = False
-    """A job for the GPU layer: dispatched or followed, not run here (unless it falls back)."""
-    done: bool = False
-    finished: bool = False
-    """The job reached succeeded or failed in this invocation: its callback is due."""
-
-    def fail(self, error: BaseException) -> None:
-        self.failure = public_reason(error)
-        self.detail = describe_error(error)
-
-    @property
-    def log_keys(self) -> dict[str, Any]:
-        if self.message is None:
-            return {"message_id": self.message_id}
-        return {
-            "message_id": self.message_id,
-            "job_id": self.message.job_id,
-            "correlation_id": self.message.correlation_id,
-            "tenant": self.message.tenant,
-        }
 
 
 class JobWorker:
@@ -313,7 +273,7 @@ class JobWorker:
         sizes = [_size(item) for item in inputs]
         order = sorted(range(len(inputs)), key=lambda index: sizes[index])
         outputs: list[Any] = [None] * len(inputs)
-        for number, chunk in enumerate(_chunks(order, sizes)):
+        for number, chunk in enumerate(chunks(order, sizes)):
             if number and self._out_of_time(deadline):
                 raise TimeoutError("the invocation ran out of time in a batched run")
             results = runner.run(runner.check([inputs[index] for index in chunk]))
@@ -521,7 +481,7 @@ def _size(item: Any) -> int:
     return len(item) if isinstance(item, str | list) else 0
 
 
-def _chunks(order: list[int], sizes: list[int]) -> Iterator[list[int]]:
+def chunks(order: list[int], sizes: list[int]) -> Iterator[list[int]]:
     """Consecutive runs of `order` (indices sorted by size), each at most CHUNK_INPUTS long
     and cut before the input whose size, as every member's padded size, would exceed the
     chunk's real size by more than PADDING_WASTE."""

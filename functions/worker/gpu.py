@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from functions.runtime.gpu import GpuBackend
     from functions.runtime.job_service import JobService
-    from functions.worker.batch import Delivery
+    from functions.worker.delivery import Delivery
     from stratoserve.declaration import Declaration
     from stratoserve.declaration.schema import GpuSpec
 

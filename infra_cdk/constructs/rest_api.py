@@ -1,5 +1,5 @@
 """The REST API: one stage with access logs, X-Ray and detailed metrics, the resources of
-the local gateway's route table (stratoserve/local/routes.py: one table, read by both), each
+the local gateway's route table (stratoserve/declaration/routes.py: one table, read by both), each
 integrated with the `live` alias of the function that serves it; `x-api-key` required on
 every route but /health, which the stage throttles instead (no usage plan covers a keyless
 method: without it, anyone could invoke the api function as often as they like).
@@ -21,8 +21,8 @@ from constructs import Construct
 if TYPE_CHECKING:
     from aws_cdk import aws_lambda as lambda_
 
+    from stratoserve.declaration.routes import Route
     from stratoserve.declaration.schema import ThrottleSpec
-    from stratoserve.local.routes import Route
 
 ACCESS_LOG_FIELDS = {
     "requestId": "$context.requestId",

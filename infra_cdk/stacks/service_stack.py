@@ -23,6 +23,7 @@ from infra_cdk.constructs.tenants import Tenants
 from infra_cdk.constructs.usage_plans import UsagePlans
 from infra_cdk.constructs.warm_up import WarmUp
 from layers.recipes import ARCHITECTURES, LAMBDA_MODELS_DIR
+from stratoserve.declaration.routes import RouteTable
 from stratoserve.declaration.schema import (
     DEFAULT_WORKER,
     HTTP_HANDLER,
@@ -30,7 +31,6 @@ from stratoserve.declaration.schema import (
     WORKER_HANDLER,
     LogRetentionDays,
 )
-from stratoserve.local.routes import RouteTable
 
 if TYPE_CHECKING:
     from constructs import Construct

@@ -147,10 +147,10 @@ class LocalEnvironment:
         os.close(from_child_write)
         reader = self._reader = asyncio.StreamReader(limit=2**31)
         await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), _pipe_file(loop, from_child_read, "rb")
+            lambda: asyncio.StreamReaderProtocol(reader), pipe_file(loop, from_child_read, "rb")
         )
         transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, _pipe_file(loop, to_child_write, "wb")
+            asyncio.streams.FlowControlMixin, pipe_file(loop, to_child_write, "wb")
         )
         self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
         try:
@@ -221,7 +221,7 @@ class LocalEnvironment:
             raise InvocationError("the environment exited") from None
 
 
-def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+def pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
     """The file object a pipe transport takes, owning `fd` exactly once. asyncio's
     transports close the descriptor through the file object; uvloop's hand it to libuv,
     which closes it, and the file object would close the same number again, by then

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from stratoserve.declaration.routes import MethodNotDeclared
 from stratoserve.local.environments import InvocationError
 from stratoserve.local.events import BadProxyResult, Caller, http_response, rest_proxy_event
 from stratoserve.local.header_limit import MAX_HEADER_BYTES, TOO_LARGE_BODY, request_header_bytes
 from stratoserve.local.keys import key_id_for
 from stratoserve.local.loopback import bearer_matches
 from stratoserve.local.metering import Exchange, Meter
-from stratoserve.local.routes import MethodNotDeclared
 from stratoserve.local.throttling import UsageLimiter
 
 if TYPE_CHECKING:
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
     from starlette.types import Receive, Scope, Send
 
+    from stratoserve.declaration.routes import RouteTable
     from stratoserve.local.environments import FunctionPool
     from stratoserve.local.keys import ApiKey, KeyStore
-    from stratoserve.local.routes import RouteTable
     from stratoserve.local.throttling import PlanLimits
 
 access_log = logging.getLogger("stratoserve.gateway")

@@ -113,7 +113,7 @@ class Call:
         return bool(self.answer["status"] != "pending")
 
 
-def _dumps(value: Any) -> bytes:
+def dump_json(value: Any) -> bytes:
     import orjson
 
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -142,7 +142,7 @@ class CallStore:
 
     def finish(self, call: Call, answer: dict[str, Any]) -> bool:
         """Record a call's end, unless it was cancelled (or forgotten) meanwhile."""
-        body = _dumps(answer)
+        body = dump_json(answer)
         with self._lock:
             call.running = False
             call.inputs = None

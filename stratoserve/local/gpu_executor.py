@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from stratoserve.declaration import load_declaration
 from stratoserve.declaration.loader import CONFIG_ENV
-from stratoserve.local.gpu_calls import Executor, ExecutorError, Faults, _dumps
+from stratoserve.local.gpu_calls import Executor, ExecutorError, Faults, dump_json
 from stratoserve.local.loopback import bearer_matches, check_content_type, check_origin, new_token
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(HTTPStatus.NOT_FOUND, {"error": f"no route {self.command} {path}"})
 
     def _answer(self, status: HTTPStatus, body: Any) -> None:
-        self._send(status, _dumps(body))
+        self._send(status, dump_json(body))
 
     def _send(self, status: HTTPStatus, body: bytes) -> None:
         self.send_response(status)

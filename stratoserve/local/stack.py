@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +19,10 @@ from functions.runtime import callback_queue
 from functions.worker.sweep import SWEEP_EVENT
 from stratoserve.declaration import load_declaration, models_dir
 from stratoserve.declaration.loader import MODELS_DIR_ENV
+from stratoserve.declaration.routes import RouteTable
 from stratoserve.declaration.schema import HTTP_HANDLER, WORKER_FUNCTION, WORKER_HANDLER
 from stratoserve.jobs import JobResources, create_job_resources
-from stratoserve.keys import KeysError, KeyService, LocalKeyStore, StoredKey
+from stratoserve.keys import KeysError
 from stratoserve.local.aws import LocalAws, LocalAwsError, function_environment
 from stratoserve.local.aws import client as aws_client
 from stratoserve.local.environments import FunctionConfig, FunctionPool, close_all
@@ -32,21 +33,21 @@ from stratoserve.local.gpu_executor import TOKEN_ENV as GPU_EXECUTOR_TOKEN_ENV
 from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
 from stratoserve.local.gpu_executor import ExecutorProcess, launch
 from stratoserve.local.header_limit import server_options
-from stratoserve.local.keys import DEV_TENANT, GatewayKeys
+from stratoserve.local.key_restore import restore_keys
 from stratoserve.local.lambda_api import LambdaApi, LambdaEndpoint
 from stratoserve.local.loopback import new_token
 from stratoserve.local.metering import Meter, UsageFile
 from stratoserve.local.poller import EventSourcePoller
-from stratoserve.local.routes import RouteTable
 from stratoserve.local.scheduler import Warmup, WarmupScheduler, declared_warmups
 from stratoserve.local.schedules import UnsupportedSchedule, parse_schedule
+from stratoserve.local.tasks import cancel_all
 from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
-from stratoserve.tenants import TenantRegistry, new_tenant_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from stratoserve.declaration import Declaration
+    from stratoserve.local.keys import GatewayKeys
 
 STATE_DIR_ENV = "STRATOSERVE_STATE_DIR"
 LAMBDA_ENDPOINT_ENV = "STRATOSERVE_LAMBDA_ENDPOINT_URL"
@@ -165,168 +166,251 @@ async def serve(
     options: DevOptions, *, on_ready: Callable[[str, dict[str, float], list[str]], None]
 ) -> None:
     """Run the stack until interrupted; `on_ready(url, init_ms_by_function, notes)` once it
-    serves (notes: a line each about other parts, such as the local GPU executor)."""
+    serves (notes: a line each about other parts, such as the local GPU executor).
+
+    Each part goes on the exit stack the moment it runs: the parts stop in the reverse of
+    the order they started in, and a start that fails halfway stops exactly what had
+    started (Ctrl-C included)."""
     import uvicorn
 
     declaration = load_declaration(options.config)
-    missing = missing_artifacts(declaration, options.config)
+    _require_artifacts(declaration, options.config)
+    project_root = options.config.resolve().parent
+    async with contextlib.AsyncExitStack() as stack:
+        sock = stack.enter_context(bind(options.host, options.port))
+        # The Invoke API has no keys: loopback only, whatever --host says.
+        lambda_sock = stack.enter_context(bind("127.0.0.1", 0))
+        secure_state_dir(options.state_dir)
+        # Who holds it may use the stack's own services (loopback.py); kept in stack.json only.
+        token = new_token()
+        aws = _start_aws(stack, token)
+        resources, keys = await _job_resources_and_keys(declaration, options, aws, token)
+        # The GPU layer's stand-in, before the functions: the worker gets its URL and token.
+        executor = _start_gpu_executor(stack, declaration, options.config, project_root, token)
+        configs = function_configs(
+            declaration,
+            options.config,
+            function_environment(aws.endpoint_url, token),
+            {**resources.environment(), "STRATOSERVE_LOCAL_STACK": "1"},
+            _worker_environment(options.state_dir, executor, token),
+            socket_url(lambda_sock),
+        )
+        pools, init_ms = await _start_pools(stack, configs, cwd=project_root)
+        notes = [await _gpu_executor_ready(executor, declaration)] if executor else []
+        usage_file = UsageFile(options.state_dir)
+        gateway = _gateway(declaration, keys, pools, token, usage_file.load())
+        _start_usage_flusher(stack, usage_file, gateway)
+        _start_pollers(stack, declaration, resources, pools[WORKER_FUNCTION], aws, token)
+        _start_invoke_api(stack, pools, aws, token, lambda_sock)
+        notes.extend(_start_scheduler(stack, declaration, pools))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                gateway,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+                **server_options(),
+            )
+        )
+        url = socket_url(sock)
+        _record_stack(
+            stack,
+            options.state_dir / "stack.json",
+            url,
+            aws.endpoint_url,
+            socket_url(lambda_sock),
+            pools,
+            resources,
+            executor,
+            token=token,
+        )
+        on_ready(url, init_ms, notes)
+        await server.serve(sockets=[sock])
+
+
+def _require_artifacts(declaration: Declaration, source: Path) -> None:
+    missing = missing_artifacts(declaration, source)
     if missing:
         raise StackError(
             f"{len(missing)} model artifact(s) missing, e.g. {missing[0]}; "
             "run `stratoserve models build` first"
         )
-    sock = bind(options.host, options.port)
-    # The Invoke API has no keys: loopback only, whatever --host says.
-    lambda_sock = bind("127.0.0.1", 0)
-    lambda_endpoint: LambdaEndpoint | None = None
-    project_root = options.config.resolve().parent
-    secure_state_dir(options.state_dir)
-    # Who holds it may use the stack's own services (loopback.py); kept in stack.json only.
-    token = new_token()
+
+
+def _start_aws(stack: contextlib.AsyncExitStack, token: str) -> LocalAws:
+    """moto, answering only the stack's own credentials (`token`)."""
     aws = LocalAws(token)
-    pools: dict[str, FunctionPool] = {}
-    record = options.state_dir / "stack.json"
-    flushing: asyncio.Task[None] | None = None
-    poller: EventSourcePoller | None = None
-    callback_poller: EventSourcePoller | None = None
-    executor: ExecutorProcess | None = None
-    scheduler: WarmupScheduler | None = None
-    notes: list[str] = []
     try:
-        try:
-            aws_url = aws.start()
-            resources = await asyncio.to_thread(
-                create_job_resources,
-                declaration,
-                lambda service: aws_client(service, aws_url, token),
-            )
-            # After the job resources: each key is registered in their tenant registry.
-            keys = await asyncio.to_thread(
-                _local_keys,
-                declaration,
-                aws_url,
-                options.state_dir,
-                options.api_key,
-                resources.tenants_table,
-                token,
-            )
-        except (LocalAwsError, KeysError) as error:
-            raise StackError(str(error)) from None
-        jobs_environment = {
-            **resources.environment(),
-            "STRATOSERVE_LOCAL_STACK": "1",
-        }
-        # As on AWS (infra_cdk's service stack), only the worker signs callbacks.
-        worker_environment = {
-            "STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(options.state_dir)
-        }
-        if declaration.gpu is not None:
-            # The GPU layer's stand-in, started first: the worker gets its URL and token.
-            executor = _start_gpu_executor(declaration, options.config, project_root, token)
-            worker_environment[GPU_EXECUTOR_URL_ENV] = executor.url
-            worker_environment[GPU_EXECUTOR_TOKEN_ENV] = token
-        pools = {
-            name: FunctionPool(config, cwd=project_root)
-            for name, config in function_configs(
-                declaration,
-                options.config,
-                function_environment(aws_url, token),
-                jobs_environment,
-                worker_environment,
-                socket_url(lambda_sock),
-            ).items()
-        }
-        # One warm environment per function before the first request, like provisioned
-        # concurrency of 1; later environments cold-start on demand.
-        started = await asyncio.gather(*(pool.prestart(1) for pool in pools.values()))
-        if executor is not None:
-            notes.append(await _gpu_executor_ready(executor, declaration))
-        init_ms = {
-            name: environments[0].init_ms or 0.0
-            for name, environments in zip(pools, started, strict=True)
-        }
-        usage_file = UsageFile(options.state_dir)
-        restored = usage_file.load()
-        counters = {
-            key: (float(start), int(used))
-            for key, (start, used) in restored.get("counters", {}).items()
-        }
-        gateway = Gateway(
-            routes=RouteTable.from_declaration(declaration),
-            keys=keys,
-            pools=pools,
-            plans=plan_limits(declaration),
-            limiter=UsageLimiter(counters=counters),
-            meter=Meter(restored),
-            token=token,
+        aws.start()
+    except LocalAwsError as error:
+        raise StackError(str(error)) from None
+    stack.callback(aws.stop)
+    return aws
+
+
+async def _job_resources_and_keys(
+    declaration: Declaration, options: DevOptions, aws: LocalAws, token: str
+) -> tuple[JobResources, GatewayKeys]:
+    """The jobs' queues, tables and bucket in the fresh moto, then the keys: each key is
+    registered in the job resources' tenant registry. Both live and die with moto."""
+    try:
+        resources = await asyncio.to_thread(
+            create_job_resources,
+            declaration,
+            lambda service: aws_client(service, aws.endpoint_url, token),
         )
-        # Every key's quota is reported by `keys usage`, not only those used since start.
-        gateway.quotas.update(keys.quota_owners(gateway.plans))
-        flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
-        poller = EventSourcePoller(
-            sqs=aws_client("sqs", aws_url, token),
+        keys = await asyncio.to_thread(
+            restore_keys,
+            declaration,
+            aws.endpoint_url,
+            options.state_dir,
+            options.api_key,
+            resources.tenants_table,
+            token,
+        )
+    except (LocalAwsError, KeysError) as error:
+        raise StackError(str(error)) from None
+    return resources, keys
+
+
+def _worker_environment(
+    state: Path, executor: ExecutorProcess | None, token: str
+) -> dict[str, str]:
+    """What only the worker gets: as on AWS (infra_cdk's service stack), only the worker
+    signs callbacks and calls the GPU layer."""
+    environment = {"STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(state)}
+    if executor is not None:
+        environment[GPU_EXECUTOR_URL_ENV] = executor.url
+        environment[GPU_EXECUTOR_TOKEN_ENV] = token
+    return environment
+
+
+async def _start_pools(
+    stack: contextlib.AsyncExitStack, configs: dict[str, FunctionConfig], *, cwd: Path
+) -> tuple[dict[str, FunctionPool], dict[str, float]]:
+    """Each function's pool with one warm environment, before the first request (like
+    provisioned concurrency of 1; later environments cold-start on demand); the pools and
+    each function's init time."""
+    pools = {name: FunctionPool(config, cwd=cwd) for name, config in configs.items()}
+    stack.push_async_callback(close_all, pools)
+    starting = [asyncio.ensure_future(pool.prestart(1)) for pool in pools.values()]
+    try:
+        started = await asyncio.gather(*starting)
+    except BaseException:
+        # One function failed to start: the others' starts are stopped before the pools
+        # close, or an environment still starting would outlive them.
+        await cancel_all(starting)
+        raise
+    init_ms = {
+        name: environments[0].init_ms or 0.0
+        for name, environments in zip(pools, started, strict=True)
+    }
+    return pools, init_ms
+
+
+def _gateway(
+    declaration: Declaration,
+    keys: GatewayKeys,
+    pools: dict[str, FunctionPool],
+    token: str,
+    restored: dict[str, Any],
+) -> Gateway:
+    """The gateway, with the usage and quota counters of the last run (`restored`)."""
+    counters = {
+        key: (float(start), int(used))
+        for key, (start, used) in restored.get("counters", {}).items()
+    }
+    gateway = Gateway(
+        routes=RouteTable.from_declaration(declaration),
+        keys=keys,
+        pools=pools,
+        plans=plan_limits(declaration),
+        limiter=UsageLimiter(counters=counters),
+        meter=Meter(restored),
+        token=token,
+    )
+    # Every key's quota is reported by `keys usage`, not only those used since start.
+    gateway.quotas.update(keys.quota_owners(gateway.plans))
+    return gateway
+
+
+def _start_usage_flusher(
+    stack: contextlib.AsyncExitStack, usage_file: UsageFile, gateway: Gateway
+) -> None:
+    """usage.json every USAGE_FLUSH_S, and once more on stop."""
+    flushing = asyncio.create_task(_flush_usage(usage_file, gateway))
+
+    async def stop() -> None:
+        await cancel_all([flushing])
+        usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
+
+    stack.push_async_callback(stop)
+
+
+def _start_pollers(
+    stack: contextlib.AsyncExitStack,
+    declaration: Declaration,
+    resources: JobResources,
+    worker: FunctionPool,
+    aws: LocalAws,
+    token: str,
+) -> None:
+    """The worker's two event sources, as the CDK app maps them: the jobs queue, and
+    finished jobs' callbacks."""
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    pollers = (
+        EventSourcePoller(
+            sqs=aws_client("sqs", aws.endpoint_url, token),
             queue_url=resources.queue_url,
             queue_arn=resources.queue_arn,
-            pool=pools[WORKER_FUNCTION],
+            pool=worker,
             batch_size=declaration.jobs.batch_size,
             batching_window_s=declaration.jobs.batching_window_s,
-            region=os.environ.get("AWS_REGION", "us-east-1"),
+            region=region,
             pollers=declaration.functions[WORKER_FUNCTION].local_environments,
-        )
-        poller.start()
-        # The worker's second event source, as the CDK app maps it: finished jobs' callbacks.
-        callback_poller = EventSourcePoller(
-            sqs=aws_client("sqs", aws_url, token),
+        ),
+        EventSourcePoller(
+            sqs=aws_client("sqs", aws.endpoint_url, token),
             queue_url=resources.callbacks_queue_url,
             queue_arn=resources.callbacks_queue_arn,
-            pool=pools[WORKER_FUNCTION],
+            pool=worker,
             batch_size=callback_queue.BATCH_SIZE,
             batching_window_s=0,
-            region=os.environ.get("AWS_REGION", "us-east-1"),
-        )
-        callback_poller.start()
-        lambda_endpoint = LambdaEndpoint(LambdaApi(pools, FaultsApi(aws), token=token), lambda_sock)
-        lambda_endpoint.start()
-        warmups = declared_warmups(declaration)
-        scheduler = WarmupScheduler(warmups, functools.partial(_warm_up, pools))
-        scheduler.start()
-        notes.extend(_warmup_note(warmup) for warmup in warmups)
-        notes.append(_schedule_sweep(scheduler, declaration, pools[WORKER_FUNCTION]))
-        config = uvicorn.Config(
-            gateway,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            **server_options(),
-        )
-        server = uvicorn.Server(config)
-        url = socket_url(sock)
-        _write_record(
-            record, url, aws_url, socket_url(lambda_sock), pools, resources, executor, token=token
-        )
-        on_ready(url, init_ms, notes)
-        await server.serve(sockets=[sock])
-    finally:
-        if scheduler is not None:
-            await scheduler.stop()
-        if lambda_endpoint is not None:
-            await lambda_endpoint.stop()
-        if poller is not None:
-            await poller.stop()
-        if callback_poller is not None:
-            await callback_poller.stop()
-        if flushing is not None:
-            flushing.cancel()
-            usage_file.save(gateway.meter, gateway.limiter, gateway.quotas)
-        with contextlib.suppress(FileNotFoundError):
-            record.unlink()
-        await close_all(pools)
-        if executor is not None:
-            await asyncio.to_thread(executor.stop)
-        aws.stop()
-        sock.close()
-        lambda_sock.close()
+            region=region,
+        ),
+    )
+    for poller in pollers:
+        poller.start()
+        stack.push_async_callback(poller.stop)
+
+
+def _start_invoke_api(
+    stack: contextlib.AsyncExitStack,
+    pools: dict[str, FunctionPool],
+    aws: LocalAws,
+    token: str,
+    sock: socket.socket,
+) -> None:
+    """Lambda's Invoke API (and the fault API) on `sock`."""
+    endpoint = LambdaEndpoint(LambdaApi(pools, FaultsApi(aws), token=token), sock)
+    endpoint.start()
+    stack.push_async_callback(endpoint.stop)
+
+
+def _start_scheduler(
+    stack: contextlib.AsyncExitStack, declaration: Declaration, pools: dict[str, FunctionPool]
+) -> list[str]:
+    """The declared warm-ups and the stuck-jobs sweep, as EventBridge sends them; the
+    banner's notes about them."""
+    warmups = declared_warmups(declaration)
+    scheduler = WarmupScheduler(warmups, functools.partial(_warm_up, pools))
+    scheduler.start()
+    stack.push_async_callback(scheduler.stop)
+    return [
+        *(_warmup_note(warmup) for warmup in warmups),
+        _schedule_sweep(scheduler, declaration, pools[WORKER_FUNCTION]),
+    ]
 
 
 async def _warm_up(pools: dict[str, FunctionPool], function: str, event: Any) -> Any:
@@ -368,10 +452,17 @@ def _warmup_note(warmup: Warmup) -> str:
 
 
 def _start_gpu_executor(
-    declaration: Declaration, source: Path, cwd: Path, token: str
-) -> ExecutorProcess:
+    stack: contextlib.AsyncExitStack,
+    declaration: Declaration,
+    source: Path,
+    cwd: Path,
+    token: str,
+) -> ExecutorProcess | None:
+    """The local GPU executor where the declaration has a GPU layer (None where not)."""
+    if declaration.gpu is None:
+        return None
     try:
-        return launch(
+        executor = launch(
             source.resolve(),
             cwd=cwd,
             environment={MODELS_DIR_ENV: str(models_dir(declaration, source))},
@@ -379,6 +470,8 @@ def _start_gpu_executor(
         )
     except (ExecutorError, OSError) as error:
         raise StackError(f"cannot start the local GPU executor: {error}") from None
+    stack.push_async_callback(asyncio.to_thread, executor.stop)
+    return executor
 
 
 async def _gpu_executor_ready(executor: ExecutorProcess, declaration: Declaration) -> str:
@@ -410,62 +503,6 @@ def plan_limits(declaration: Declaration) -> dict[str, PlanLimits]:
     }
 
 
-def _local_keys(
-    declaration: Declaration,
-    aws_url: str,
-    state: Path,
-    dev_key: str,
-    tenants_table: str,
-    token: str,
-) -> GatewayKeys:
-    """Recreate the local API Gateway's usage plans and keys in the fresh moto server, and
-    their tenant registry entries (same tenant ids and secret versions as before the
-    restart): the keys kept in keys.json, and the dev key on the most generous plan."""
-    client = aws_client("apigateway", aws_url, token)
-    registry = TenantRegistry(aws_client("dynamodb", aws_url, token), tenants_table)
-    service = KeyService(client, project=declaration.project.name, registry=registry)
-    service.ensure_plans(declaration)
-    store = LocalKeyStore(state)
-    stored_keys = _with_dev_key(store.load(), dev_key, declaration.most_generous_plan())
-    restored = []
-    for stored in stored_keys:
-        try:
-            issued = service.create(
-                stored.tenant,
-                stored.plan,
-                value=stored.key,
-                # A keys.json from before the registry: the name was the tenant's id.
-                tenant_id=stored.tenant_id or stored.tenant,
-                secret_version=stored.secret_version,
-            )
-            if not stored.enabled:
-                service.revoke(stored.tenant)
-            restored.append(replace(stored, tenant_id=issued.tenant_id))
-        except KeysError as error:
-            # Kept, but disabled: a later key of the tenant must not lose to this one.
-            logger.warning("key of tenant %s not restored: %s", stored.tenant, error)
-            restored.append(replace(stored, enabled=False))
-    store.save(restored)
-    keys = GatewayKeys(client, store)
-    keys.reload()
-    return keys
-
-
-def _with_dev_key(keys: list[StoredKey], value: str, plan: str | None) -> list[StoredKey]:
-    """The dev key, active on `plan`; an earlier dev key with another value is disabled. The
-    same dev key keeps its tenant id and secret version (its callback secret)."""
-    same = [key for key in keys if key.tenant == DEV_TENANT and key.key == value]
-    kept = [
-        replace(key, enabled=False) if key.tenant == DEV_TENANT and key.key != value else key
-        for key in keys
-        if not (key.tenant == DEV_TENANT and key.key == value)
-    ]
-    dev = StoredKey(DEV_TENANT, plan or "", value, True, tenant_id=new_tenant_id())
-    if same:
-        dev = replace(same[-1], plan=plan or "", enabled=True)
-    return [*kept, dev]
-
-
 async def _flush_usage(usage_file: UsageFile, gateway: Gateway) -> None:
     while True:
         await asyncio.sleep(USAGE_FLUSH_S)
@@ -494,17 +531,19 @@ def callback_signing_key(state: Path) -> str:
     return key
 
 
-def _write_record(
+def _record_stack(
+    stack: contextlib.AsyncExitStack,
     record: Path,
     url: str,
     aws_url: str,
     lambda_url: str,
     pools: dict[str, FunctionPool],
     resources: JobResources,
-    executor: ExecutorProcess | None = None,
+    executor: ExecutorProcess | None,
     *,
     token: str,
 ) -> None:
+    """stack.json: where the running stack serves, for other commands; removed on stop."""
     secure_state_dir(record.parent)
     content = {
         "url": url,
@@ -527,3 +566,4 @@ def _write_record(
     with os.fdopen(descriptor, "w") as file:
         file.write(json.dumps(content, indent=2))
     temporary.replace(record)
+    stack.callback(record.unlink, missing_ok=True)

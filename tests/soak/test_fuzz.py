@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stratoserve.local.routes import PROXY_RESOURCE, RouteTable
+from stratoserve.declaration.routes import PROXY_RESOURCE, RouteTable
 from tests.conftest import ROOT
 from tests.integration.stratoserve.local.dev_stack import (
     Stack,

@@ -31,20 +31,17 @@ from functions.api.openapi import (
 )
 from functions.api.responses import JSONResponse
 from functions.api.versioning import lifecycle, public_prefix
-from functions.runtime.aws import describe_error, error_code, public_reason
-from functions.runtime.callbacks import CallbackRefused, check_destination
-from functions.runtime.job_service import IdempotencyConflict, JobsUnavailable
-from functions.runtime.job_store import JobNotCancellable
+from functions.runtime.callbacks import check_destination
+from functions.runtime.job_service import JobService
 from functions.runtime.job_view import job_view
-from functions.runtime.models import InputError, check_inputs
+from functions.runtime.models import check_inputs
 from functions.runtime.observability import logger
-from functions.runtime.routing import RouteRefused, route_job
+from functions.runtime.routing import route_job
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from functions.runtime.environment import ExecutionEnvironment
-    from functions.runtime.job_store import JobStore
     from functions.runtime.jobs import Job
     from functions.runtime.tenants import Tenant
     from stratoserve.declaration import Declaration
@@ -117,17 +114,14 @@ def _submit_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]
         if callback_url is not None:
             if not isinstance(callback_url, str):
                 raise ApiError(422, '"callback_url" must be a URL string')
-            try:
-                # As the worker checks it before each POST: the host resolved, every address
-                # public (a lookup blocks: off the event loop).
-                await run_in_threadpool(
-                    check_destination,
-                    callback_url,
-                    allow_loopback=environment.settings.local_stack,
-                    resolve=environment.resolve_host,
-                )
-            except CallbackRefused as refused:
-                raise ApiError(422, f'"callback_url" {refused}') from None
+            # As the worker checks it before each POST: the host resolved, every address
+            # public (a lookup blocks: off the event loop).
+            await run_in_threadpool(
+                check_destination,
+                callback_url,
+                allow_loopback=environment.settings.local_stack,
+                resolve=environment.resolve_host,
+            )
         return await enqueue(
             api_version,
             model,
@@ -154,10 +148,7 @@ async def enqueue(
     """Check a job and queue it: 202 with its id (also the answer to a predict request too
     big for the inline path)."""
     declaration = environment.declaration
-    try:
-        version = declaration.served_version(api_version, model)
-    except LookupError as error:
-        raise ApiError(404, str(error)) from None
+    version = environment.served_version(api_version, model)
     plan = environment.plan_of(tenant)
     if plan is not None and not plan.allows(model):
         raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
@@ -165,42 +156,30 @@ async def enqueue(
         raise ApiError(422, '"inputs" must be a list')
     if not inputs:
         raise ApiError(422, '"inputs" must not be empty')
-    try:
-        check_inputs(declaration.models[model], inputs)
-    except InputError as error:
-        raise ApiError(422, str(error)) from None
+    check_inputs(declaration.models[model], inputs)
     inputs_json = orjson.dumps(inputs)
-    try:
-        route = route_job(
-            declaration,
-            model,
-            plan=plan,
-            plan_name=tenant.plan,
-            inputs=len(inputs),
-            payload_bytes=len(inputs_json),
-        )
-    except RouteRefused as refused:
-        raise ApiError(refused.status, str(refused)) from None
+    route = route_job(
+        declaration,
+        model,
+        plan=plan,
+        plan_name=tenant.plan,
+        inputs=len(inputs),
+        payload_bytes=len(inputs_json),
+    )
     idempotency_key = _idempotency_key(request)
-    try:
-        submission = environment.jobs.submit(
-            tenant=tenant.id,
-            api_version=api_version,
-            model=model,
-            version=version,
-            inputs=inputs,
-            correlation_id=request.state.request_id,
-            callback_url=callback_url,
-            idempotency_key=idempotency_key,
-            backend=route.backend,
-            inputs_json=inputs_json,
-            secret_version=tenant.secret_version,
-        )
-    except IdempotencyConflict as error:
-        raise ApiError(422, str(error)) from None
-    except JobsUnavailable as error:
-        logger.error("job not accepted", extra={"error": str(error)})
-        raise ApiError(503, f"{error}; try again" if error.retryable else str(error)) from None
+    submission = environment.jobs.submit(
+        tenant=tenant.id,
+        api_version=api_version,
+        model=model,
+        version=version,
+        inputs=inputs,
+        correlation_id=request.state.request_id,
+        callback_url=callback_url,
+        idempotency_key=idempotency_key,
+        backend=route.backend,
+        inputs_json=inputs_json,
+        secret_version=tenant.secret_version,
+    )
     job = submission.job
     logger.info(
         "job accepted",
@@ -227,60 +206,34 @@ async def enqueue(
 
 
 def _show_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
-    return _job_endpoint(api_version, lambda store, tenant, job_id: store.get(tenant, job_id))
+    return _job_endpoint(api_version, JobService.get)
 
 
 def _cancel_endpoint(api_version: str) -> Callable[..., Awaitable[JSONResponse]]:
-    def cancel(store: JobStore, tenant: str, job_id: str) -> Job | None:
-        job = store.cancel(tenant, job_id)
-        if job is not None:
-            logger.info("job cancelled", extra={"job_id": job_id})
-        return job
-
-    return _job_endpoint(api_version, cancel)
+    return _job_endpoint(api_version, JobService.cancel)
 
 
 def _job_endpoint(
-    api_version: str, act: Callable[[JobStore, str, str], Job | None]
+    api_version: str, act: Callable[[JobService, str, str], Job | None]
 ) -> Callable[..., Awaitable[JSONResponse]]:
-    """GET or DELETE one of the caller's jobs: `act(store, tenant, job_id)` answers with the
+    """GET or DELETE one of the caller's jobs: `act(jobs, tenant, job_id)` answers with the
     job, or None when the tenant has no such job (404)."""
 
     async def endpoint(
         request: Request, environment: EnvironmentDep, tenant: TenantDep
     ) -> JSONResponse:
-        store = _store(environment)
+        jobs = environment.jobs
         job_id = _job_id(request)
-        try:
-            job = act(store, tenant.id, job_id)
-        except JobNotCancellable as error:
-            raise ApiError(409, str(error)) from None
-        except Exception as error:
-            raise _unavailable(error) from None
+        job = act(jobs, tenant.id, job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id}")
         prefix = public_prefix(request)
         headers, _ = lifecycle(
             environment.declaration, api_version, request.url.path, prefix=prefix
         )
-        return JSONResponse(job_view(job, store, prefix=prefix), headers=headers)
+        return JSONResponse(job_view(job, jobs.store, prefix=prefix), headers=headers)
 
     return endpoint
-
-
-def _store(environment: ExecutionEnvironment) -> JobStore:
-    try:
-        return environment.jobs.store
-    except JobsUnavailable as error:
-        raise ApiError(503, str(error)) from None
-
-
-def _unavailable(error: Exception) -> Exception:
-    """An AWS refusal is a 503, as on submit; anything else stays an error (a 500)."""
-    if error_code(error) is None and not type(error).__module__.startswith("botocore"):
-        return error
-    logger.error("job store unavailable", extra={"error": describe_error(error)})
-    return ApiError(503, f"the job store could not be read ({public_reason(error)}); try again")
 
 
 def _job_id(request: Request) -> str:

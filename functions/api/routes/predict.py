@@ -30,8 +30,7 @@ from functions.api.openapi import (
 from functions.api.responses import JSONResponse
 from functions.api.routes.jobs import enqueue
 from functions.api.versioning import lifecycle, public_prefix
-from functions.runtime.environment import ExecutionEnvironment, UnknownModelError
-from functions.runtime.models import InputError
+from functions.runtime.environment import ExecutionEnvironment
 from functions.runtime.observability import logger, prediction_metrics
 from functions.runtime.tenants import Tenant
 
@@ -88,10 +87,7 @@ async def predict(
     environment: ExecutionEnvironment,
     tenant: Tenant,
 ) -> JSONResponse:
-    try:
-        key = environment.resolve(api_version, model)
-    except UnknownModelError as error:
-        raise ApiError(404, str(error)) from None
+    key = environment.resolve(api_version, model)
     plan = environment.plan_of(tenant)
     if plan is not None and not plan.allows(model):
         raise ApiError(403, f"plan {tenant.plan} does not include model {model}")
@@ -100,14 +96,11 @@ async def predict(
         # Too big to answer within the gateway's timeout: a job, answered 202 at once.
         return await enqueue(api_version, model, inputs, request, environment, tenant)
     with environment.cache.use(key) as loaded:
-        try:
-            checked = loaded.runner.check(inputs)
-            started = time.perf_counter()
-            # A model may refuse inputs it can only compute nonsense from (InputError).
-            outputs = loaded.runner.run(checked)
-            model_ms = (time.perf_counter() - started) * 1000
-        except InputError as error:
-            raise ApiError(422, str(error)) from None
+        checked = loaded.runner.check(inputs)
+        started = time.perf_counter()
+        # A model may refuse inputs it can only compute nonsense from (InputError, a 422).
+        outputs = loaded.runner.run(checked)
+        model_ms = (time.perf_counter() - started) * 1000
     logger.info(
         "predict",
         extra={

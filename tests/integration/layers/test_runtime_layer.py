@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from layers.archive import file_sha256, tree_entries, write_zip
+from layers.archive import sha256_of, tree_entries, write_zip
 from layers.builder import build_pip_layer, project_extras
 from layers.recipes import PipLayer, layer_recipes
 
@@ -84,7 +84,7 @@ def test_deterministic_and_skipped_when_up_to_date(built: Built, tmp_path: Path)
     assert (
         built.second.sha256
         == built.first.sha256
-        == file_sha256(built.output / "aarch64" / "runtime.zip")
+        == sha256_of(built.output / "aarch64" / "runtime.zip")
     )
     # the same tree zipped again elsewhere gives the same bytes
     again = write_zip(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from layers.builder import _compile, function_code_files, target_python
+from layers.builder import compile_for_lambda, function_code_files, target_python
 from layers.packages import DOCKERFILE, build_code, stage_image
 from tests.conftest import DECLARATION_FILE
 
@@ -21,8 +21,8 @@ def test_the_code_zip_holds_the_functions_the_loader_and_the_declaration(
     tmp_path: Path,
 ) -> None:
     files = function_code_files(DECLARATION_FILE)
-    first = build_code(files, tmp_path / "a", None, _compile)
-    again = build_code(files, tmp_path / "b", None, _compile)
+    first = build_code(files, tmp_path / "a", None, compile_for_lambda)
+    again = build_code(files, tmp_path / "b", None, compile_for_lambda)
     assert first.sha256 == again.sha256  # deterministic: an unchanged tree keeps its asset
     with zipfile.ZipFile(first.zip) as archive:
         names = set(archive.namelist())
@@ -47,7 +47,7 @@ def test_compiled_for_lambdas_python_and_paths(tmp_path: Path) -> None:
         for name, path in function_code_files(DECLARATION_FILE)
         if name.endswith("warmup.py")
     ]
-    code = build_code(files, tmp_path, python, _compile)
+    code = build_code(files, tmp_path, python, compile_for_lambda)
     assert code.compiled_with == python[1]
     with zipfile.ZipFile(code.zip) as archive:
         compiled = [name for name in archive.namelist() if name.endswith(".pyc")]

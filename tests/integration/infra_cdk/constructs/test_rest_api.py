@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from aws_cdk.assertions import Match
 
 from infra_cdk.constructs.rest_api import ACCESS_LOG_FIELDS
-from stratoserve.local.routes import RouteTable
+from stratoserve.declaration.routes import RouteTable
 
 if TYPE_CHECKING:
     from stratoserve.declaration import Declaration

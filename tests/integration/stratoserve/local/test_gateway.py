@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from stratoserve.declaration.routes import Route, RouteTable
 from stratoserve.local.environments import FunctionConfig, FunctionPool
 from stratoserve.local.gateway import MAX_BODY_BYTES, Gateway
 from stratoserve.local.keys import ApiKey, key_id_for
-from stratoserve.local.routes import Route, RouteTable
 from stratoserve.local.throttling import PlanLimits, Quota, Throttle, UsageLimiter
 from tests.conftest import ROOT
 

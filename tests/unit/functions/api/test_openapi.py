@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from functions.api.app import create_app
-from stratoserve.local.routes import PROXY_RESOURCE, RouteTable
+from stratoserve.declaration.routes import PROXY_RESOURCE, RouteTable
 
 if TYPE_CHECKING:
     from stratoserve.declaration import Declaration

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import uvloop
 
-from stratoserve.local.environments import _pipe_file
+from stratoserve.local.environments import pipe_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -28,9 +28,9 @@ async def _open_and_close_pipes(cycles: int) -> list[int]:
     numbers = []
     for _ in range(cycles):
         read_fd, write_fd = os.pipe()
-        reading, _ = await loop.connect_read_pipe(asyncio.Protocol, _pipe_file(loop, read_fd, "rb"))
+        reading, _ = await loop.connect_read_pipe(asyncio.Protocol, pipe_file(loop, read_fd, "rb"))
         writing, _ = await loop.connect_write_pipe(
-            asyncio.Protocol, _pipe_file(loop, write_fd, "wb")
+            asyncio.Protocol, pipe_file(loop, write_fd, "wb")
         )
         reading.close()
         writing.close()

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stratoserve.declaration import API_FUNCTION
+from stratoserve.declaration.schema import API_FUNCTION
 
 if TYPE_CHECKING:
-    from stratoserve.declaration import Declaration
+    from stratoserve.declaration.schema import Declaration
 
 PROXY_RESOURCE = "/{proxy+}"
 

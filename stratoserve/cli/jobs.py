@@ -7,93 +7,89 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from stratoserve.cli import (
+from stratoserve.cli._common import (
     UsageError,
-    _aws_errors,
-    _config_option,
-    _help,
-    _positive,
-    _tenant_name,
+    config_option,
     console,
+    json_option,
+    positive,
+    tenant_name,
 )
-from stratoserve.declaration import default_path, load_declaration
+from stratoserve.cli.context import NO_LOCAL_STACK, aws_errors, show_help
 
 if TYPE_CHECKING:
     import argparse
 
     from functions.runtime.job_store import JobStore
     from functions.runtime.jobs import Job
+    from stratoserve.cli._common import Subcommands
+    from stratoserve.cli.context import CliContext
     from stratoserve.jobs import JobAdmin
 
 
-def add_jobs_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     jobs = commands.add_parser(
         "jobs",
         help="the running local stack's jobs: list, show, redrive the dead-letter queue",
         description="Jobs in the job store of the running `stratoserve dev` (DynamoDB and "
         "SQS in its moto server), read with the same boto3 calls as on AWS.",
     )
-    jobs.set_defaults(command=_help(jobs))
+    jobs.set_defaults(command=show_help(jobs))
     actions = jobs.add_subparsers(title="commands", metavar="COMMAND")
     listing = actions.add_parser("list", help="jobs, oldest first")
     listing.add_argument(
-        "--tenant", type=_tenant_name, help="only this tenant's jobs (every id the name has had)"
+        "--tenant", type=tenant_name, help="only this tenant's jobs (every id the name has had)"
     )
     listing.add_argument(
         "--status",
         choices=["queued", "running", "succeeded", "failed", "cancelled"],
         help="only jobs in this status",
     )
-    listing.add_argument("--limit", type=_positive, default=50, help="the newest N (default 50)")
-    listing.set_defaults(command=_jobs_list)
+    listing.add_argument("--limit", type=positive, default=50, help="the newest N (default 50)")
+    listing.set_defaults(command=list_command)
     show = actions.add_parser("show", help="one job, with its error or result size")
     show.add_argument("job_id", metavar="ID")
-    show.add_argument("--tenant", type=_tenant_name, help="the job's tenant (faster lookup)")
-    show.set_defaults(command=_jobs_show)
+    show.add_argument("--tenant", type=tenant_name, help="the job's tenant (faster lookup)")
+    show.set_defaults(command=show_command)
     redrive = actions.add_parser(
         "redrive",
         help="move the dead-letter queue's jobs back to the jobs queue (each job queued again)",
     )
-    redrive.set_defaults(command=_jobs_redrive)
+    redrive.set_defaults(command=redrive_command)
     secret = actions.add_parser(
         "callback-secret",
         help="a tenant's secret for verifying job callbacks (x-stratoserve-signature)",
     )
-    secret.add_argument("--tenant", required=True, type=_tenant_name)
+    secret.add_argument("--tenant", required=True, type=tenant_name)
     secret.add_argument(
         "--version",
-        type=_positive,
+        type=positive,
         help="an earlier version (jobs submitted before a rotation); default: the current one",
     )
-    secret.set_defaults(command=_jobs_callback_secret)
+    secret.set_defaults(command=callback_secret_command)
     for action in (listing, show, redrive, secret):
-        action.set_defaults(command=_aws_errors(action.get_default("command")))
-        _config_option(action)
+        action.set_defaults(command=aws_errors(action.get_default("command")))
+        config_option(action)
         action.set_defaults(target="local")
-        action.add_argument("--json", action="store_true", help="machine-readable output")
+        json_option(action)
 
 
-def _job_admin(arguments: argparse.Namespace) -> JobAdmin:
+def job_admin(context: CliContext) -> JobAdmin:
     from stratoserve.jobs import JobAdmin, JobResources
-    from stratoserve.local.aws import client
-    from stratoserve.local.stack import running_stack, state_dir
 
-    source = (arguments.config or default_path()).resolve()
-    declaration = load_declaration(source)
-    stack = running_stack(state_dir(source.parent))
-    if stack is None or "jobs" not in stack:
-        raise UsageError("no local stack is running: start `stratoserve dev` first")
-    aws_url, token = stack["aws_url"], stack.get("token")
-    resources = JobResources(**stack["jobs"])
-    return JobAdmin.connect(declaration, resources, lambda service: client(service, aws_url, token))
+    declaration = context.declaration
+    stack = context.local_stack()
+    if stack.jobs is None:
+        raise UsageError(NO_LOCAL_STACK)
+    return JobAdmin.connect(declaration, JobResources(**stack.jobs), stack.client)
 
 
-def _tenant_names(admin: JobAdmin) -> dict[str, str]:
+def tenant_names(admin: JobAdmin) -> dict[str, str]:
     """Tenant id -> name, from the tenant registry (jobs are stored by id)."""
     return {entry.tenant_id: entry.tenant for entry in admin.tenants.entries()}
 
 
-def _job_row(job: Job, store: JobStore, names: dict[str, str]) -> dict[str, Any]:
+def job_row(job: Job, store: JobStore, names: dict[str, str]) -> dict[str, Any]:
     """A job as the API shows it, less the result itself, plus the operator's fields."""
     from functions.runtime.job_view import job_view
 
@@ -108,15 +104,15 @@ def _job_row(job: Job, store: JobStore, names: dict[str, str]) -> dict[str, Any]
     return view
 
 
-def _jobs_list(arguments: argparse.Namespace) -> int:
+def list_command(context: CliContext, arguments: argparse.Namespace) -> int:
     from functions.runtime.jobs import JobStatus
 
-    admin = _job_admin(arguments)
+    admin = job_admin(context)
     status = JobStatus(arguments.status) if arguments.status else None
     jobs = admin.jobs(arguments.tenant, status)[-arguments.limit :]
-    names = _tenant_names(admin)
+    names = tenant_names(admin)
     if arguments.json:
-        console.print_json(data=[_job_row(job, admin.store, names) for job in jobs])
+        console.print_json(data=[job_row(job, admin.store, names) for job in jobs])
         return 0
     if not jobs:
         console.print("no jobs", highlight=False)
@@ -125,7 +121,7 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
         "job id", "tenant", "model", "status", "backend", "inputs", "attempts", "created", "error"
     )
     for job in jobs:
-        row = _job_row(job, admin.store, names)
+        row = job_row(job, admin.store, names)
         table.add_row(
             job.job_id,
             row["tenant"],
@@ -141,17 +137,17 @@ def _jobs_list(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _jobs_show(arguments: argparse.Namespace) -> int:
-    admin = _job_admin(arguments)
+def show_command(context: CliContext, arguments: argparse.Namespace) -> int:
+    admin = job_admin(context)
     job = admin.find(arguments.job_id, arguments.tenant)
     if job is None:
         raise UsageError(f"no job {arguments.job_id}")
-    console.print_json(data=_job_row(job, admin.store, _tenant_names(admin)))
+    console.print_json(data=job_row(job, admin.store, tenant_names(admin)))
     return 0
 
 
-def _jobs_redrive(arguments: argparse.Namespace) -> int:
-    admin = _job_admin(arguments)
+def redrive_command(context: CliContext, arguments: argparse.Namespace) -> int:
+    admin = job_admin(context)
     outcome = admin.redrive()
     if arguments.json:
         console.print_json(data=asdict(outcome))
@@ -172,18 +168,18 @@ def _jobs_redrive(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _jobs_callback_secret(arguments: argparse.Namespace) -> int:
+def callback_secret_command(context: CliContext, arguments: argparse.Namespace) -> int:
     """The tenant's callback secret, for its current tenant id (kept in keys.json: no running
     stack needed) and its current secret version, or an earlier `--version`."""
     from functions.runtime.callbacks import SIGNATURE_HEADER, tenant_secret
     from stratoserve.keys import LocalKeyStore
-    from stratoserve.local.stack import callback_signing_key, state_dir
+    from stratoserve.local.stack import callback_signing_key
 
-    source = (arguments.config or default_path()).resolve()
-    load_declaration(source)
-    state = state_dir(source.parent)
+    _ = context.declaration  # a bad declaration is refused here too, as by every command
     active = [
-        key for key in LocalKeyStore(state).load() if key.tenant == arguments.tenant and key.enabled
+        key
+        for key in LocalKeyStore(context.state).load()
+        if key.tenant == arguments.tenant and key.enabled
     ]
     if not active:
         raise UsageError(
@@ -196,7 +192,7 @@ def _jobs_callback_secret(arguments: argparse.Namespace) -> int:
         raise UsageError(
             f"tenant {arguments.tenant} is at callback secret version {current.secret_version}"
         )
-    secret = tenant_secret(callback_signing_key(state).encode(), tenant_id, version)
+    secret = tenant_secret(callback_signing_key(context.state).encode(), tenant_id, version)
     if arguments.json:
         console.print_json(
             data={

@@ -7,23 +7,25 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from stratoserve.cli import UsageError, _config_option, _help, console, errors
-from stratoserve.declaration import default_path, load_declaration
+from stratoserve.cli._common import UsageError, config_option, console, errors
+from stratoserve.cli.context import show_help
 
 if TYPE_CHECKING:
     import argparse
 
     from layers.builder import BuildReport
+    from stratoserve.cli._common import Subcommands
+    from stratoserve.cli.context import CliContext
 
 MIB = 1 << 20
 
 
-def add_layers_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     layers = commands.add_parser(
         "layers",
         help="build the functions' Lambda layers (no Docker) and check Lambda's size limits",
     )
-    layers.set_defaults(command=_help(layers))
+    layers.set_defaults(command=show_help(layers))
     actions = layers.add_subparsers(title="commands", metavar="COMMAND")
     build = actions.add_parser(
         "build",
@@ -33,7 +35,7 @@ def add_layers_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "and compile them, zip them deterministically, and check every function's code plus "
         "layers against Lambda's 250 MB. Exits non-zero when a function is over a limit.",
     )
-    _config_option(build)
+    config_option(build)
     build.add_argument(
         "--arch",
         choices=["arm64", "x86_64"],
@@ -42,12 +44,11 @@ def add_layers_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--json", action="store_true", help="print the report as JSON")
-    build.set_defaults(command=_layers_build)
+    build.set_defaults(command=build_command)
 
 
-def _layers_build(arguments: argparse.Namespace) -> int:
-    source = (arguments.config or default_path()).resolve()
-    declaration = load_declaration(source)
+def build_command(context: CliContext, arguments: argparse.Namespace) -> int:
+    declaration = context.declaration
     try:
         from layers.builder import LayerError, build_layers
     except ImportError as error:
@@ -57,13 +58,13 @@ def _layers_build(arguments: argparse.Namespace) -> int:
     try:
         if arguments.json:
             report = build_layers(
-                declaration, source, architecture=arguments.arch, force=arguments.force
+                declaration, context.config, architecture=arguments.arch, force=arguments.force
             )
         else:
             with console.status("building layers") as status:
                 report = build_layers(
                     declaration,
-                    source,
+                    context.config,
                     architecture=arguments.arch,
                     force=arguments.force,
                     progress=status.update,
@@ -73,13 +74,13 @@ def _layers_build(arguments: argparse.Namespace) -> int:
     if arguments.json:
         console.print_json(data=report.to_json())
     else:
-        _print_report(report)
+        print_report(report)
     for problem in report.problems:
         errors.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
     return 1 if report.problems else 0
 
 
-def _print_report(report: BuildReport) -> None:
+def print_report(report: BuildReport) -> None:
     layers = Table("layer", "arch", "unzipped MB", "zipped MB", "status")
     for layer in report.layers:
         took = f" in {layer.seconds:.0f} s" if layer.status == "built" else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stratoserve.declaration import load_declaration
-from stratoserve.local.routes import PROXY_RESOURCE, MethodNotDeclared, RouteTable
+from stratoserve.declaration.routes import PROXY_RESOURCE, MethodNotDeclared, RouteTable
 from tests.conftest import DECLARATION_FILE
 
 
