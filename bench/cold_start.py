@@ -116,12 +116,13 @@ def main() -> None:
     arguments = parser.parse_args()
 
     began = time.perf_counter()
+    from stratoserve.declaration import function_environment as variables
     from stratoserve.declaration import load_declaration, models_dir
 
     declaration = load_declaration(ROOT / "stratoserve.toml")
     root = models_dir(declaration, ROOT / "stratoserve.toml")
     version = declaration.models["embed"].versions["2"]
-    base_env = {**os.environ, "STRATOSERVE_MODELS_DIR": str(root), "STRATOSERVE_FUNCTION": "embed"}
+    base_env = {**os.environ, variables.MODELS_DIR: str(root), variables.FUNCTION: "embed"}
     # Deployed code ships compiled (layers/ compiles for the target Python); let the first
     # spawn write bytecode so no measured run pays for compiling.
     base_env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -131,10 +132,10 @@ def main() -> None:
         base_env.update(registry)
         one_version = _one_version_declaration(Path(directory))
         variants = {
-            "framework": ([FRAMEWORK, event], {**base_env, "STRATOSERVE_CONFIG": str(one_version)}),
+            "framework": ([FRAMEWORK, event], {**base_env, variables.CONFIG: str(one_version)}),
             "framework_as_declared": (
                 [FRAMEWORK, event],
-                {**base_env, "STRATOSERVE_CONFIG": str(ROOT / "stratoserve.toml")},
+                {**base_env, variables.CONFIG: str(ROOT / "stratoserve.toml")},
             ),
             "raw": (
                 [RAW, str(root / version.artifact), str(root / str(version.tokenizer)), SENTENCE],

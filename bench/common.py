@@ -295,6 +295,7 @@ def tenant_registry() -> Iterator[dict[str, str]]:
     plan), as `stratoserve keys create` leaves it: the variables a function needs to read it.
     A function answers no keyed request without asking it, so the benchmarks pay what a
     deployed function pays (boto3 on the first request, then a cached GetItem a minute)."""
+    from stratoserve.declaration import function_environment as variables
     from stratoserve.declaration import load_declaration
     from stratoserve.local.aws import LocalAws, client, function_environment
     from stratoserve.tenants import TenantRegistry, create_registry_table
@@ -309,6 +310,6 @@ def tenant_registry() -> Iterator[dict[str, str]]:
         TenantRegistry(dynamodb, table).register(
             BENCH_KEY_ID, "bench", plan, tenant_id="t-bench000000000000"
         )
-        yield {**function_environment(url), "STRATOSERVE_TENANTS_TABLE": table}
+        yield {**function_environment(url), variables.TENANTS_TABLE: table}
     finally:
         aws.stop()

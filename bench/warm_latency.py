@@ -131,8 +131,10 @@ def main() -> None:
     arguments = parser.parse_args()
 
     began = time.perf_counter()
-    os.environ["STRATOSERVE_FUNCTION"] = "embed"
-    os.environ["STRATOSERVE_CONFIG"] = str(ROOT / "stratoserve.toml")
+    from stratoserve.declaration import function_environment as variables
+
+    os.environ[variables.FUNCTION] = "embed"
+    os.environ[variables.CONFIG] = str(ROOT / "stratoserve.toml")
     # The handler logs one JSON line per request, as on Lambda; its formatting cost is
     # measured, only the sink is /dev/null instead of CloudWatch.
     with (

@@ -22,10 +22,13 @@ from typing import Any
 import modal
 
 from gpu_jobs import engine
+from stratoserve.declaration import function_environment as variables
 from stratoserve.declaration import load_declaration, models_dir
-from stratoserve.declaration.loader import CONFIG_ENV, DEFAULT_FILE, MODELS_DIR_ENV
+from stratoserve.declaration.loader import DEFAULT_FILE
 
-SOURCE = Path(os.environ.get(CONFIG_ENV) or Path(__file__).resolve().parents[1] / DEFAULT_FILE)
+SOURCE = Path(
+    os.environ.get(variables.CONFIG) or Path(__file__).resolve().parents[1] / DEFAULT_FILE
+)
 DECLARATION = load_declaration(SOURCE)
 if DECLARATION.gpu is None:
     raise RuntimeError(f"{SOURCE}: no [gpu] table, so there is no GPU layer to deploy")
@@ -35,7 +38,7 @@ SERVED = engine.served(DECLARATION)
 # Where the container finds the declaration and the artifacts.
 REMOTE_CONFIG = "/root/stratoserve.toml"
 REMOTE_MODELS = "/models"
-ENVIRONMENT = {CONFIG_ENV: REMOTE_CONFIG, MODELS_DIR_ENV: REMOTE_MODELS}
+ENVIRONMENT = {variables.CONFIG: REMOTE_CONFIG, variables.MODELS_DIR: REMOTE_MODELS}
 
 # The Python the containers import: this package, the model code, the declaration loader.
 SOURCES = ("gpu_jobs", "functions.runtime", "stratoserve.declaration")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions.runtime.job_store import JobStore
 from functions.runtime.jobs import JobMessage, JobStatus, MalformedMessage
+from stratoserve.declaration import function_environment as variables
 from stratoserve.tenants import TenantRegistry, create_registry_table, table_name
 
 if TYPE_CHECKING:
@@ -42,11 +43,11 @@ class JobResources:
     def environment(self) -> dict[str, str]:
         """What the functions are told (the CDK app sets the same variables)."""
         return {
-            "STRATOSERVE_JOBS_TABLE": self.table,
-            "STRATOSERVE_JOBS_BUCKET": self.bucket,
-            "STRATOSERVE_JOBS_QUEUE_URL": self.queue_url,
-            "STRATOSERVE_TENANTS_TABLE": self.tenants_table,
-            "STRATOSERVE_CALLBACKS_QUEUE_URL": self.callbacks_queue_url,
+            variables.JOBS_TABLE: self.table,
+            variables.JOBS_BUCKET: self.bucket,
+            variables.JOBS_QUEUE_URL: self.queue_url,
+            variables.TENANTS_TABLE: self.tenants_table,
+            variables.CALLBACKS_QUEUE_URL: self.callbacks_queue_url,
         }
 
     def as_dict(self) -> dict[str, str]:

@@ -25,6 +25,7 @@ from functions.runtime.observability import logger, record_model_load, stuck_job
 from functions.runtime.session_cache import SessionCache
 from functions.runtime.tenants import Tenant, TenantDirectory
 from stratoserve.declaration import API_FUNCTION, load_declaration, models_dir
+from stratoserve.declaration import function_environment as variables
 from stratoserve.declaration.schema import WORKER_FUNCTION
 
 if TYPE_CHECKING:
@@ -39,9 +40,10 @@ if TYPE_CHECKING:
 
 class Settings(BaseSettings):
     """What the environment is told by its variables (set by CDK on AWS, by the local stack
-    on this machine)."""
+    on this machine): each field's variable is named in
+    `stratoserve.declaration.function_environment` (a test holds the two together)."""
 
-    model_config = SettingsConfigDict(env_prefix="STRATOSERVE_", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=variables.PREFIX, populate_by_name=True)
 
     function: str = API_FUNCTION
     config: Path = Path("stratoserve.toml")
@@ -133,9 +135,13 @@ class ExecutionEnvironment:
 
             settings = self.settings
             missing = [
-                f"STRATOSERVE_{name.upper()}"
-                for name in ("jobs_table", "jobs_bucket", "jobs_queue_url")
-                if not getattr(settings, name)
+                variable
+                for variable, value in (
+                    (variables.JOBS_TABLE, settings.jobs_table),
+                    (variables.JOBS_BUCKET, settings.jobs_bucket),
+                    (variables.JOBS_QUEUE_URL, settings.jobs_queue_url),
+                )
+                if not value
             ]
             if missing:
                 raise JobsUnavailable(
@@ -168,7 +174,7 @@ class ExecutionEnvironment:
             if not self.settings.callbacks_queue_url:
                 raise JobsUnavailable(
                     "callbacks are not set up for this function "
-                    "(STRATOSERVE_CALLBACKS_QUEUE_URL unset)",
+                    f"({variables.CALLBACKS_QUEUE_URL} unset)",
                     retryable=False,
                 )
             self._callback_queue = CallbackQueue(
@@ -244,8 +250,8 @@ class ExecutionEnvironment:
             self.settings.callback_signing_key = SecretStr(key)
             return key.encode()
         raise RuntimeError(
-            "no callback signing key: set STRATOSERVE_CALLBACK_SIGNING_KEY or "
-            "STRATOSERVE_CALLBACK_SECRET_ARN"
+            f"no callback signing key: set {variables.CALLBACK_SIGNING_KEY} or "
+            f"{variables.CALLBACK_SECRET_ARN}"
         )
 
     def served_keys(self) -> list[ModelKey]:

@@ -94,8 +94,46 @@ class JobService:
         tenant's id; `secret_version`, its callback secret's version now."""
         if inputs_json is None:
             inputs_json = orjson.dumps(inputs)
+        request = self._new_job(
+            tenant=tenant,
+            api_version=api_version,
+            model=model,
+            version=version,
+            inputs=inputs,
+            inputs_json=inputs_json,
+            correlation_id=correlation_id,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            backend=backend,
+            secret_version=secret_version,
+        )
+        job, created = self._create(request)
+        if not created:
+            to_resend = self._replay(job, request)
+            if to_resend is None:
+                return Submission(job, replayed=True)
+            job = to_resend
+        message_id = self._send(job, inputs, inputs_json)
+        return Submission(self._record_sent(job, message_id), replayed=not created)
+
+    def _new_job(
+        self,
+        *,
+        tenant: str,
+        api_version: str,
+        model: str,
+        version: str,
+        inputs: list[Any],
+        inputs_json: bytes,
+        correlation_id: str,
+        callback_url: str | None,
+        idempotency_key: str | None,
+        backend: str,
+        secret_version: int,
+    ) -> Job:
+        """The record of the request as a job queued now."""
         now = self._clock()
-        job = Job(
+        return Job(
             tenant=tenant,
             job_id=new_job_id(tenant, idempotency_key),
             status=JobStatus.QUEUED,
@@ -112,71 +150,88 @@ class JobService:
             backend=backend,
             secret_version=secret_version,
         )
+
+    def _create(self, request: Job) -> tuple[Job, bool]:
+        """Store the job, claiming its id (and so its Idempotency-Key) with a conditional
+        put: the job and True, or, when the id was taken, the stored job and False."""
         try:
-            stored, created = self.store.create(job)
+            return self.store.create(request)
         except Exception as error:
             logger.error("job not stored", extra={"error": describe_error(error)})
             raise JobsUnavailable(
                 f"the job store refused the job ({public_reason(error)})"
             ) from None
-        if not created:
-            if stored.request_hash != job.request_hash:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was used for a different request "
-                    f"(job {stored.job_id}); use a new key for a new job"
-                )
-            if not self._unsent(stored):
-                return Submission(stored, replayed=True)
-            # Its message may never have been sent (503 "try again", the submitting
-            # invocation died first, or the answer to the record's creation was lost): the
-            # retry with the same key sends it. A duplicate message is harmless: a delivery
-            # of a finished job claims nothing, and of two at once only one result is stored.
-            try:
-                if stored.status == JobStatus.FAILED and not self.store.requeue(
-                    tenant, stored.job_id
-                ):
-                    return Submission(stored, replayed=True)
-                stored = self.store.get(tenant, stored.job_id) or stored
-            except Exception as error:
-                logger.error(
-                    "job not requeued",
-                    extra={"job_id": stored.job_id, "error": describe_error(error)},
-                )
-                raise JobsUnavailable(
-                    f"the job store could not be read ({public_reason(error)})"
-                ) from None
-        message = JobMessage(
-            tenant=tenant,
-            job_id=stored.job_id,
-            model=model,
-            version=version,
-            correlation_id=stored.correlation_id,
-        )
+
+    def _replay(self, stored: Job, request: Job) -> Job | None:
+        """A replay of the job the request's Idempotency-Key names: None when it is
+        answered as it stands (its message was sent, a worker has it, or it finished);
+        the job, queued again and read back, when its message must be sent again."""
+        if stored.request_hash != request.request_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used for a different request "
+                f"(job {stored.job_id}); use a new key for a new job"
+            )
+        if not self._unsent(stored):
+            return None
+        # Its message may never have been sent (503 "try again", the submitting
+        # invocation died first, or the answer to the record's creation was lost): the
+        # retry with the same key sends it. A duplicate message is harmless: a delivery
+        # of a finished job claims nothing, and of two at once only one result is stored.
         try:
-            if len(inputs_json) > INLINE_INPUTS_MAX_BYTES:
-                message = replace(message, inputs_key=self.store.put_inputs(stored, inputs_json))
-            else:
-                message = replace(message, inputs=inputs)
-            message_id = self.queue.send(message)
+            if stored.status == JobStatus.FAILED and not self.store.requeue(
+                stored.tenant, stored.job_id
+            ):
+                return None
+            return self.store.get(stored.tenant, stored.job_id) or stored
         except Exception as error:
             logger.error(
-                "job not queued", extra={"job_id": stored.job_id, "error": describe_error(error)}
+                "job not requeued",
+                extra={"job_id": stored.job_id, "error": describe_error(error)},
+            )
+            raise JobsUnavailable(
+                f"the job store could not be read ({public_reason(error)})"
+            ) from None
+
+    def _send(self, job: Job, inputs: list[Any], inputs_json: bytes) -> str:
+        """Send the job's message; its SQS id. A send that fails (or its inputs' put in S3)
+        fails the job with the reason, unless a worker has it already."""
+        try:
+            return self.queue.send(self._message(job, inputs, inputs_json))
+        except Exception as error:
+            logger.error(
+                "job not queued", extra={"job_id": job.job_id, "error": describe_error(error)}
             )
             reason = f"{NOT_QUEUED} ({public_reason(error)})"
             with contextlib.suppress(Exception):  # the record says queued, attempts 0: see _unsent
-                self.store.fail_unsent(tenant, stored.job_id, reason)
+                self.store.fail_unsent(job.tenant, job.job_id, reason)
             raise JobsUnavailable(reason) from None
+
+    def _message(self, job: Job, inputs: list[Any], inputs_json: bytes) -> JobMessage:
+        """The job's message; inputs over INLINE_INPUTS_MAX_BYTES are put in S3 first, and
+        the message points at them."""
+        message = JobMessage(
+            tenant=job.tenant,
+            job_id=job.job_id,
+            model=job.model,
+            version=job.version,
+            correlation_id=job.correlation_id,
+        )
+        if len(inputs_json) > INLINE_INPUTS_MAX_BYTES:
+            return replace(message, inputs_key=self.store.put_inputs(job, inputs_json))
+        return replace(message, inputs=inputs)
+
+    def _record_sent(self, job: Job, message_id: str) -> Job:
+        """The job with its message's id, once written on its record."""
         try:
-            self.store.record_sent(tenant, stored.job_id, message_id)
+            self.store.record_sent(job.tenant, job.job_id, message_id)
         except Exception as error:
             # Queued all the same. Without the id, a replay sends the message again.
             logger.warning(
                 "job queued, its message id not recorded",
-                extra={"job_id": stored.job_id, "error": describe_error(error)},
+                extra={"job_id": job.job_id, "error": describe_error(error)},
             )
-        else:
-            stored = replace(stored, message_id=message_id)
-        return Submission(stored, replayed=not created)
+            return job
+        return replace(job, message_id=message_id)
 
     def get(self, tenant: str, job_id: str) -> Job | None:
         """The tenant's job, or None when the tenant has no job by that id."""

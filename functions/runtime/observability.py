@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from functions.runtime.snapstart import after_restore
+from stratoserve.declaration import function_environment as variables
 
 
 def _serialize(record: Any) -> str:
@@ -19,8 +20,8 @@ def _serialize(record: Any) -> str:
     return orjson.dumps(record, default=str).decode()
 
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "stratoserve")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "stratoserve")
+SERVICE = os.environ.get(variables.POWERTOOLS_SERVICE_NAME, "stratoserve")
+NAMESPACE = os.environ.get(variables.POWERTOOLS_METRICS_NAMESPACE, "stratoserve")
 
 # Powertools reads POWERTOOLS_SERVICE_NAME / POWERTOOLS_LOG_LEVEL itself; the defaults
 # keep local runs and tests readable without any environment set.

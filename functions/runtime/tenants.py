@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stratoserve.declaration import function_environment as variables
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -105,7 +107,7 @@ class TenantDirectory:
 
     def _ask(self, key_id: str) -> Tenant | None:
         if not self._table:
-            raise TenantLookupError("no tenant registry: STRATOSERVE_TENANTS_TABLE is unset")
+            raise TenantLookupError(f"no tenant registry: {variables.TENANTS_TABLE} is unset")
         try:
             with self._lock:
                 if self._client is None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from stratoserve.declaration import function_environment as variables
 from stratoserve.declaration.schema import (
     API_FUNCTION,
     CALLBACKS_MAX_CONCURRENCY,
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 DEFAULT_FILE = "stratoserve.toml"
-CONFIG_ENV = "STRATOSERVE_CONFIG"
-MODELS_DIR_ENV = "STRATOSERVE_MODELS_DIR"
 
 
 class DeclarationError(Exception):
@@ -51,7 +50,7 @@ class DeclarationError(Exception):
 
 
 def default_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV, DEFAULT_FILE))
+    return Path(os.environ.get(variables.CONFIG, DEFAULT_FILE))
 
 
 def load_declaration(path: Path | str | None = None) -> Declaration:
@@ -60,7 +59,7 @@ def load_declaration(path: Path | str | None = None) -> Declaration:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DeclarationError(
-            source, ["file not found (pass --config or set STRATOSERVE_CONFIG)"]
+            source, [f"file not found (pass --config or set {variables.CONFIG})"]
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise DeclarationError(source, [f"not valid TOML: {error}"]) from None
@@ -82,7 +81,7 @@ def load_declaration(path: Path | str | None = None) -> Declaration:
 
 def models_dir(declaration: Declaration, source: Path) -> Path:
     """Where artifacts are read from: $STRATOSERVE_MODELS_DIR on Lambda, else beside the file."""
-    override = os.environ.get(MODELS_DIR_ENV)
+    override = os.environ.get(variables.MODELS_DIR)
     if override:
         return Path(override)
     return (source.parent / declaration.project.models_dir).resolve()

@@ -37,8 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stratoserve.declaration import function_environment as variables
 from stratoserve.declaration import load_declaration
-from stratoserve.declaration.loader import CONFIG_ENV
 from stratoserve.local.gpu_calls import Executor, ExecutorError, Faults, dump_json
 from stratoserve.local.loopback import bearer_matches, check_content_type, check_origin, new_token
 
@@ -47,10 +47,6 @@ if TYPE_CHECKING:
 
     from stratoserve.local.gpu_calls import Call
 
-URL_ENV = "STRATOSERVE_GPU_EXECUTOR_URL"
-"""How the worker's environments find the executor."""
-TOKEN_ENV = "STRATOSERVE_GPU_EXECUTOR_TOKEN"
-"""The token callers must present (the worker's environments and the executor get it)."""
 FAULTS_ENV = "STRATOSERVE_GPU_FAULTS"
 """Faults from the start, e.g. "error=0.5,hang=0.1"."""
 MAX_BODY_BYTES = 256 << 20
@@ -77,7 +73,10 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal is None and not bearer_matches(headers, self.server.token):
             self._answer(
                 HTTPStatus.UNAUTHORIZED,
-                {"error": f"this local GPU executor needs Authorization: Bearer <{TOKEN_ENV}>"},
+                {
+                    "error": "this local GPU executor needs Authorization: Bearer "
+                    f"<{variables.GPU_EXECUTOR_TOKEN}>"
+                },
             )
             self.close_connection = True  # its body, if any, is left unread
             return True
@@ -235,7 +234,7 @@ def serve(
     on_ready: Callable[[str], None],
 ) -> None:
     """Serve on the listening `sock` until interrupted."""
-    os.environ[CONFIG_ENV] = str(config)  # gpu_jobs.app reads the same declaration
+    os.environ[variables.CONFIG] = str(config)  # gpu_jobs.app reads the same declaration
     declaration = load_declaration(config)
     executor = Executor(declaration, config, faults=faults)
     # gpu_jobs.app (and modal, ~0.7 s of imports) loads with the first call, as a Modal
@@ -342,7 +341,7 @@ def launch(
                 str(os.getpid()),
             ],
             cwd=cwd,
-            env={**os.environ, **(environment or {}), TOKEN_ENV: token},
+            env={**os.environ, **(environment or {}), variables.GPU_EXECUTOR_TOKEN: token},
             pass_fds=(sock.fileno(),),
             stdin=subprocess.DEVNULL,
         )
@@ -388,10 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         sys.stderr.write(f"error: {FAULTS_ENV}: {error}\n")
         return 2
-    token = os.environ.get(TOKEN_ENV, "")
+    token = os.environ.get(variables.GPU_EXECUTOR_TOKEN, "")
     if not token:
         sys.stderr.write(
-            f"error: set {TOKEN_ENV} to the token callers must send (Authorization: Bearer)\n"
+            f"error: set {variables.GPU_EXECUTOR_TOKEN} to the token callers must send "
+            "(Authorization: Bearer)\n"
         )
         return 2
     if arguments.exit_with is not None:

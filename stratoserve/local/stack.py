@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from functions.runtime import callback_queue
 from functions.worker.sweep import SWEEP_EVENT
+from stratoserve.declaration import function_environment as variables
 from stratoserve.declaration import load_declaration, models_dir
-from stratoserve.declaration.loader import MODELS_DIR_ENV
 from stratoserve.declaration.routes import RouteTable
 from stratoserve.declaration.schema import HTTP_HANDLER, WORKER_FUNCTION, WORKER_HANDLER
 from stratoserve.jobs import JobResources, create_job_resources
@@ -29,8 +29,6 @@ from stratoserve.local.environments import FunctionConfig, FunctionPool, close_a
 from stratoserve.local.faults import FaultsApi
 from stratoserve.local.gateway import Gateway
 from stratoserve.local.gpu_calls import ExecutorError
-from stratoserve.local.gpu_executor import TOKEN_ENV as GPU_EXECUTOR_TOKEN_ENV
-from stratoserve.local.gpu_executor import URL_ENV as GPU_EXECUTOR_URL_ENV
 from stratoserve.local.gpu_executor import ExecutorProcess, launch
 from stratoserve.local.header_limit import server_options
 from stratoserve.local.key_restore import restore_keys
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from stratoserve.local.keys import GatewayKeys
 
 STATE_DIR_ENV = "STRATOSERVE_STATE_DIR"
-LAMBDA_ENDPOINT_ENV = "STRATOSERVE_LAMBDA_ENDPOINT_URL"
 USAGE_FLUSH_S = 2.0
 
 logger = logging.getLogger("stratoserve.stack")
@@ -117,10 +114,10 @@ def function_configs(
     shared = {
         **(aws or {}),
         **(jobs or {}),
-        **({LAMBDA_ENDPOINT_ENV: lambda_url} if lambda_url else {}),
-        "STRATOSERVE_CONFIG": str(source.resolve()),
-        MODELS_DIR_ENV: str(models_dir(declaration, source)),
-        "POWERTOOLS_SERVICE_NAME": declaration.project.name,
+        **({variables.LAMBDA_ENDPOINT_URL: lambda_url} if lambda_url else {}),
+        variables.CONFIG: str(source.resolve()),
+        variables.MODELS_DIR: str(models_dir(declaration, source)),
+        variables.POWERTOOLS_SERVICE_NAME: declaration.project.name,
         "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
     }
     return {
@@ -133,7 +130,7 @@ def function_configs(
             environment={
                 **shared,
                 **((worker or {}) if name == WORKER_FUNCTION else {}),
-                "STRATOSERVE_FUNCTION": name,
+                variables.FUNCTION: name,
             },
         )
         for name, spec in declaration.functions.items()
@@ -191,7 +188,7 @@ async def serve(
             declaration,
             options.config,
             function_environment(aws.endpoint_url, token),
-            {**resources.environment(), "STRATOSERVE_LOCAL_STACK": "1"},
+            {**resources.environment(), variables.LOCAL_STACK: "1"},
             _worker_environment(options.state_dir, executor, token),
             socket_url(lambda_sock),
         )
@@ -279,10 +276,10 @@ def _worker_environment(
 ) -> dict[str, str]:
     """What only the worker gets: as on AWS (infra_cdk's service stack), only the worker
     signs callbacks and calls the GPU layer."""
-    environment = {"STRATOSERVE_CALLBACK_SIGNING_KEY": callback_signing_key(state)}
+    environment = {variables.CALLBACK_SIGNING_KEY: callback_signing_key(state)}
     if executor is not None:
-        environment[GPU_EXECUTOR_URL_ENV] = executor.url
-        environment[GPU_EXECUTOR_TOKEN_ENV] = token
+        environment[variables.GPU_EXECUTOR_URL] = executor.url
+        environment[variables.GPU_EXECUTOR_TOKEN] = token
     return environment
 
 
@@ -465,7 +462,7 @@ def _start_gpu_executor(
         executor = launch(
             source.resolve(),
             cwd=cwd,
-            environment={MODELS_DIR_ENV: str(models_dir(declaration, source))},
+            environment={variables.MODELS_DIR: str(models_dir(declaration, source))},
             token=token,
         )
     except (ExecutorError, OSError) as error:

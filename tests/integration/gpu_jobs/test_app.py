@@ -15,6 +15,7 @@ import pytest
 
 from functions.runtime.models import ModelKey, load_model
 from gpu_jobs import engine
+from stratoserve.declaration import function_environment as variables
 from tests.conftest import DECLARATION_FILE, ROOT
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ def test_it_imports_offline_on_a_fresh_clone_with_the_declarations_settings(
         name: value for name, value in os.environ.items() if not name.startswith("MODAL_")
     }
     # No ~/.modal.toml, no token, and no built models (as on a fresh clone).
-    environment |= {"HOME": str(home), "STRATOSERVE_MODELS_DIR": str(tmp_path / "no-models")}
-    environment.pop("STRATOSERVE_CONFIG", None)
+    environment |= {"HOME": str(home), variables.MODELS_DIR: str(tmp_path / "no-models")}
+    environment.pop(variables.CONFIG, None)
 
     done = subprocess.run(
         [sys.executable, "-c", INSPECT],

@@ -14,7 +14,7 @@ import pytest
 from models.builder import MANIFEST, BuildError, Outcome, build_models
 from models.recipes import RECIPES, load_recipe, recipe_sources
 from stratoserve.declaration import Declaration, load_declaration
-from stratoserve.declaration.loader import MODELS_DIR_ENV
+from stratoserve.declaration import function_environment as variables
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,7 +72,7 @@ class Project:
 @pytest.fixture(autouse=True)
 def _models_dir_from_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
     # A Lambda-style override would send every build below into the real models folder.
-    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    monkeypatch.delenv(variables.MODELS_DIR, raising=False)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from functions.runtime.job_queue import CORRELATION_ATTRIBUTE, JobQueue
 from functions.runtime.job_service import JobService
 from functions.runtime.jobs import JobStatus
+from stratoserve.declaration import function_environment as variables
 from stratoserve.jobs import JobAdmin, Redrive, create_job_resources
 from stratoserve.local.aws import LocalAws, client
 from tests.integration.stratoserve.moto import reset_moto
@@ -88,9 +89,7 @@ def test_the_callbacks_queue_redrives_after_the_declared_attempts(
         "deadLetterTargetArn": dead_letter_queue["QueueArn"],
         "maxReceiveCount": declaration.jobs.callback_attempts,
     }
-    assert resources.environment()["STRATOSERVE_CALLBACKS_QUEUE_URL"] == (
-        resources.callbacks_queue_url
-    )
+    assert resources.environment()[variables.CALLBACKS_QUEUE_URL] == resources.callbacks_queue_url
 
 
 def test_messages_inputs_and_results_expire_with_their_jobs(

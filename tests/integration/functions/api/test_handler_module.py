@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from stratoserve.declaration import function_environment as variables
 from stratoserve.local.aws import LocalAws, client, function_environment
 from stratoserve.local.environments import FunctionPool
 from stratoserve.local.stack import function_configs
@@ -36,7 +37,7 @@ def _invoke_all(declaration: Declaration, function: str, events: list[dict[str, 
         declaration,
         DECLARATION_FILE,
         function_environment(url),
-        {"STRATOSERVE_TENANTS_TABLE": TENANTS_TABLE},
+        {variables.TENANTS_TABLE: TENANTS_TABLE},
     )
 
     async def scenario() -> list[Any]:

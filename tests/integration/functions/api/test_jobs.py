@@ -21,6 +21,7 @@ from functions.runtime.job_queue import CORRELATION_ATTRIBUTE
 from functions.runtime.job_service import INLINE_INPUTS_MAX_BYTES
 from functions.runtime.jobs import JobMessage
 from functions.runtime.tenants import TenantDirectory
+from stratoserve.declaration import function_environment as variables
 from stratoserve.jobs import create_job_resources, resource_names
 from stratoserve.keys import KeyService
 from stratoserve.local.aws import LocalAws, client, function_environment
@@ -779,10 +780,8 @@ def test_without_the_jobs_settings_every_job_route_is_a_503_saying_why(
 
     for status, _, body in answers:
         assert status == 503
-        assert (
-            "STRATOSERVE_JOBS_TABLE, STRATOSERVE_JOBS_BUCKET, STRATOSERVE_JOBS_QUEUE_URL"
-            in (body["message"])
-        )
+        missing = (variables.JOBS_TABLE, variables.JOBS_BUCKET, variables.JOBS_QUEUE_URL)
+        assert ", ".join(missing) in body["message"]
         assert "jobs are not set up for this function" in body["message"]
     assert stack.drain() == []
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from stratoserve.declaration import function_environment as variables
 from tests.conftest import TEST_KEY_ID, rest_event, sample_event, tenant_directory
 
 PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
@@ -150,7 +151,7 @@ def test_too_many_inputs_for_the_inline_path_needs_the_job_path(
     status, _, body = invoke("embed", event)
 
     assert status == 503
-    assert "STRATOSERVE_JOBS_TABLE" in body["message"]
+    assert variables.JOBS_TABLE in body["message"]
 
 
 def test_nan_is_refused_not_computed(invoke: Any) -> None:

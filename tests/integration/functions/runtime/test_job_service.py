@@ -315,6 +315,38 @@ def test_a_retry_after_aws_went_away_mid_submit_queues_the_job(aws: Aws, tenant:
     assert aws.drain() == [], "queued now: a replay sends nothing more"
 
 
+class StoreForgetful(JobStore):
+    """The job store once AWS has gone away after the message was sent: its id cannot be
+    written on the record."""
+
+    def record_sent(self, tenant: str, job_id: str, message_id: str) -> None:
+        raise EndpointConnectionError(endpoint_url=UNREACHABLE)
+
+
+def test_a_job_whose_message_id_is_not_recorded_is_queued_and_a_replay_sends_it_again(
+    aws: Aws, tenant: str
+) -> None:
+    """The send's outcome reads as unknown: queued all the same, and a replay sends a
+    second message (harmless) rather than risk none."""
+    forgetful = JobService(
+        store=aws.store(kind=StoreForgetful), queue=aws.service().queue, clock=lambda: NOW
+    )
+
+    first = _submit(forgetful, tenant, ["a"], idempotency_key="order-1")
+    (sent,) = aws.drain()
+    replay = _submit(aws.service(), tenant, ["a"], idempotency_key="order-1")
+
+    assert (first.replayed, first.job.status, first.job.message_id) == (
+        False,
+        JobStatus.QUEUED,
+        None,
+    )
+    assert JobMessage.decode(sent["Body"]).job_id == first.job.job_id
+    (resent,) = aws.drain()
+    assert (replay.replayed, replay.job.message_id) == (True, resent["MessageId"])
+    assert JobMessage.decode(resent["Body"]).job_id == first.job.job_id
+
+
 def test_a_replay_that_cannot_read_the_store_is_unavailable(aws: Aws, tenant: str) -> None:
     """Never an AWS exception out of submit (the API would answer 500): a JobsUnavailable,
     which the API answers 503 "try again"."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from stratoserve.declaration import function_environment as variables
 from stratoserve.local.stack import function_configs
 from tests.conftest import DECLARATION_FILE, ROOT
 
@@ -42,7 +43,7 @@ def test_boto3_is_imported_by_a_fan_out_only(declaration: Declaration, built_mod
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         # Nothing listens on port 9: the fan-out's one call is refused at once.
-        "STRATOSERVE_LAMBDA_ENDPOINT_URL": "http://127.0.0.1:9",
+        variables.LAMBDA_ENDPOINT_URL: "http://127.0.0.1:9",
     }
 
     ran = subprocess.run(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stratoserve.declaration import function_environment as variables
 from tests.conftest import ROOT
 
 KEY = "local-dev-key-for-the-test-suite"
@@ -67,7 +68,7 @@ def start_stack(state: Path, config: Path | None = None) -> Stack:
     # The key in the environment, as the README advises (a command line shows in `ps`).
     env = {**os.environ, "STRATOSERVE_STATE_DIR": str(state), "STRATOSERVE_DEV_API_KEY": KEY}
     if config is not None:
-        env["STRATOSERVE_CONFIG"] = str(config)
+        env[variables.CONFIG] = str(config)
     with log.open("a") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "stratoserve.cli", "dev", "--port", "0"],
@@ -98,7 +99,7 @@ def stop_stack(stack: Stack) -> None:
 def cli(stack: Stack, *arguments: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STRATOSERVE_STATE_DIR": str(stack.state)}
     if stack.config is not None:
-        env["STRATOSERVE_CONFIG"] = str(stack.config)
+        env[variables.CONFIG] = str(stack.config)
     return subprocess.run(
         [sys.executable, "-m", "stratoserve.cli", *arguments],
         cwd=ROOT,

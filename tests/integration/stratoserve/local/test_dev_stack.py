@@ -22,6 +22,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from stratoserve.declaration import function_environment as variables
 from stratoserve.local.aws import client as aws_client
 from tests.conftest import ROOT, rest_event
 from tests.integration.stratoserve.local.dev_stack import (
@@ -153,7 +154,7 @@ def test_the_worker_and_only_the_worker_gets_the_local_gpu_executor(stack: Stack
     )
     children = Path(f"/proc/{stack.process.pid}/task/{stack.process.pid}/children")
     assert executor["pid"] in {int(pid) for pid in children.read_text().split()}
-    variable = f"STRATOSERVE_GPU_EXECUTOR_URL={executor['url']}".encode()
+    variable = f"{variables.GPU_EXECUTOR_URL}={executor['url']}".encode()
     for function in ("worker", "embed", "api"):
         (pid, *_) = stack.environments(function)
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -456,7 +457,8 @@ def test_only_the_worker_gets_the_callback_signing_key(stack: Stack) -> None:
     for function in ("worker", "embed", "api", "digits"):
         (pid, *_) = stack.environments(function)
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        has_key = any(item.startswith(b"STRATOSERVE_CALLBACK_SIGNING_KEY=") for item in environ)
+        prefix = f"{variables.CALLBACK_SIGNING_KEY}=".encode()
+        has_key = any(item.startswith(prefix) for item in environ)
         assert has_key is (function == "worker"), function
 
 
