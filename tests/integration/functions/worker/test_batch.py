@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -25,10 +22,15 @@ from functions.runtime.models import ModelKey
 from functions.worker.batch import CHUNK_INPUTS, JobWorker
 from functions.worker.callbacks import CallbackWorker
 from tests.conftest import DECLARATION_FILE
-from tests.integration.functions.worker.conftest import TENANT, job_id_of, receive, submit
+from tests.integration.functions.worker.conftest import (
+    TENANT,
+    Receiver,
+    job_id_of,
+    receive,
+    submit,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from functions.runtime.callback_queue import CallbackQueue
@@ -92,40 +94,6 @@ def _worker(environment: ExecutionEnvironment, service: JobService, **options: A
 
 SIGNING_KEY = b"test-signing-key"
 DEFERRED = "deferred: the invocation ran out of time"
-
-
-@dataclass
-class Receiver:
-    """A tenant's callback endpoint: records each POST, answers 204."""
-
-    url: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/jobs"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _with_receive_count(record: dict[str, Any], count: int) -> dict[str, Any]:

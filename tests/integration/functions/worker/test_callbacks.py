@@ -5,24 +5,18 @@ record within its own deadline."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import pytest
 
 from functions.runtime.callback_queue import CallbackMessage
 from functions.runtime.callbacks import SIGNATURE_HEADER, CallbackSender, tenant_secret, verify
 from functions.runtime.jobs import JobStatus
 from functions.worker.callbacks import CallbackWorker
-from tests.integration.functions.worker.conftest import TENANT, receive
+from tests.integration.functions.worker.conftest import TENANT, Receiver, receive
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from functions.runtime.callback_queue import CallbackQueue
     from functions.runtime.job_service import JobService
     from functions.runtime.jobs import Job
@@ -30,40 +24,6 @@ if TYPE_CHECKING:
     from stratoserve.jobs import JobResources
 
 SIGNING_KEY = b"test-signing-key"
-
-
-@dataclass
-class Receiver:
-    url: str = ""
-    statuses: list[int] = field(default_factory=list)
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(state.statuses.pop(0) if state.statuses else 204)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/jobs"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _consumer(
