@@ -633,6 +633,35 @@ class JobStore:
                     settled += 1
         return settled
 
+    def pending_callbacks(self, *, finished_before: float) -> Iterator[Job]:
+        """Finished jobs (succeeded or failed; a cancelled job is not called back) with a
+        callback URL whose callback was never queued, finished before `finished_before`:
+        settled as failed by a read or a sweep (no worker saw them finish), or finished by
+        an invocation that died before queueing the callback on the job's last delivery.
+        The bound leaves a job that a running invocation finished just now to that
+        invocation. What the scheduled sweep queues (JobStore.callback_enqueued marks it)."""
+        paginator = self._dynamodb.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self.table,
+            FilterExpression=(
+                "#status IN (:succeeded, :failed) AND attribute_exists(callback_url) "
+                "AND attribute_not_exists(callback_state) AND attribute_not_exists(callback) "
+                "AND finished_at < :before"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":succeeded": {"S": JobStatus.SUCCEEDED},
+                ":failed": {"S": JobStatus.FAILED},
+                ":before": _number(finished_before),
+            },
+        )
+        now = self._clock()
+        for page in pages:
+            for item in page.get("Items", []):
+                job = _job(item)
+                if job.expires_at >= now:
+                    yield job
+
     # -- payloads in S3 --------------------------------------------------------------------
 
     def put_inputs(self, job: Job, inputs_json: bytes) -> str:

@@ -61,7 +61,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if (answer := warm_if_asked(environment, event, context, cold_start=cold_start)) is not None:
         logger.info("warm-up", extra=answer)
         return answer
-    if (answer := sweep_if_asked(lambda: environment.jobs.store, event)) is not None:
+    answer = sweep_if_asked(
+        lambda: environment.jobs.store,
+        event,
+        callbacks=callback_queue,
+        callback_grace_s=environment.declaration.visibility_timeout_s(),
+    )
+    if answer is not None:
         logger.info("stuck-jobs sweep", extra=answer)
         return answer
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000

@@ -304,7 +304,8 @@ class JobsSpec(Strict):
     sweep_schedule: Schedule = "rate(15 minutes)"
     """When the worker sweeps the job table for jobs that can never run any more (never
     sent, dead-lettered unclaimed, abandoned mid-run): it fails them with the reason and
-    counts them in StuckJobs, whose alarm goes off. A read settles such a job too."""
+    counts them in StuckJobs, whose alarm goes off. A read settles such a job too. The
+    sweep then queues the callbacks no worker queued (JobStore.pending_callbacks)."""
 
 
 DeploymentConfig = Literal[

@@ -593,6 +593,36 @@ def test_the_sweep_fails_stuck_jobs_nobody_reads_and_leaves_the_rest(
     assert [job for job in heard if job.tenant == tenant] == [], "settled once, not again"
 
 
+def test_pending_callbacks_are_finished_jobs_whose_callback_no_one_queued(
+    store: JobStore, tenant: str, clock: Clock
+) -> None:
+    url = "https://example.com/hook"
+    settled = _created(store, _job(tenant, clock, callback_url=url))
+    succeeded = _running(store, _job(tenant, clock, callback_url=url))
+    store.succeed(succeeded, b"[1]")
+    queued_already = _running(store, _job(tenant, clock, callback_url=url))
+    store.succeed(queued_already, b"[1]")
+    store.callback_enqueued(tenant, queued_already.job_id)
+    cancelled = _created(store, _job(tenant, clock, callback_url=url))
+    store.cancel(tenant, cancelled.job_id)
+    no_url = _running(store, _job(tenant, clock))
+    store.succeed(no_url, b"[1]")
+    clock.now += UNCLAIMED_AFTER_S + 1
+    assert store.sweep() >= 1  # `settled` fails, never claimed
+    recent = _running(store, _job(tenant, clock, callback_url=url))
+    store.succeed(recent, b"[1]")
+
+    def pending(before: float) -> set[str]:
+        jobs = store.pending_callbacks(finished_before=before)
+        return {job.job_id for job in jobs if job.tenant == tenant}
+
+    # Finished before the bound, with a URL, never queued: called back by the sweep.
+    assert pending(clock.now - 1) == {succeeded.job_id}
+    assert pending(clock.now + 1) == {settled.job_id, succeeded.job_id, recent.job_id}
+    assert store.callback_enqueued(tenant, succeeded.job_id) is True
+    assert pending(clock.now + 1) == {settled.job_id, recent.job_id}
+
+
 def test_a_callback_outcome_is_recorded_on_the_job(
     store: JobStore, tenant: str, clock: Clock
 ) -> None:

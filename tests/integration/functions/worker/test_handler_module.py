@@ -127,3 +127,41 @@ def test_the_scheduled_sweep_fails_a_job_that_never_reached_the_queue(
     assert "never sent" in job.error
     fresh = service.store.get(TENANT, submitted.job_id)
     assert fresh is not None and fresh.status == JobStatus.QUEUED
+
+
+def test_the_sweep_queues_the_callback_no_worker_queued(
+    declaration: Declaration,
+    built_models: Path,
+    aws_url: str,
+    resources: JobResources,
+    service: JobService,
+    sqs: Any,
+) -> None:
+    submitted = service.store.get(TENANT, submit(service, "digits", "1", [[0] * 64]))
+    assert submitted is not None
+    receive(sqs, resources, 1)
+    # Failed by a read long ago (no worker saw it finish, so none queued its callback).
+    long_ago = time.time() - declaration.visibility_timeout_s() - 60
+    settled = dataclasses.replace(
+        submitted,
+        job_id=str(uuid.uuid4()),
+        status=JobStatus.FAILED,
+        error="never picked up",
+        created_at=long_ago,
+        updated_at=long_ago,
+        finished_at=long_ago,
+        callback_url="https://example.com/hooks/jobs",
+    )
+    service.store.create(settled)
+
+    first, again = _invoke_all(declaration, aws_url, resources, [SWEEP_EVENT, SWEEP_EVENT])
+
+    assert first["callbacks_queued"] >= 1
+    assert again["callbacks_queued"] == 0, "queued once"
+    messages = sqs.receive_message(
+        QueueUrl=resources.callbacks_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    ).get("Messages", [])
+    assert settled.job_id in [orjson.loads(message["Body"])["job_id"] for message in messages]
+    job = service.store.get(TENANT, settled.job_id)
+    assert job is not None and job.callback is not None
+    assert job.callback["state"] == "enqueued"
