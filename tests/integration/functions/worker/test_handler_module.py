@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from functions.runtime.jobs import JobStatus
+from functions.runtime.jobs import Job, JobStatus
 from functions.worker.sweep import SWEEP_EVENT
 from stratoserve.local.aws import function_environment
 from stratoserve.local.environments import FunctionPool
@@ -93,6 +93,21 @@ def test_a_batch_of_jobs_runs_through_the_handler(
         assert len(orjson.loads(job.result or "null")["outputs"]) == 2
 
 
+def _stored_beside(
+    service: JobService, sqs: Any, resources: JobResources, at: float, **fields: Any
+) -> tuple[Job, Job]:
+    """A job submitted now (its message taken off the queue: only the record is left), and
+    a record of another job like it, created and updated at `at`, with `fields`."""
+    submitted = service.store.get(TENANT, submit(service, "digits", "1", [[0] * 64]))
+    assert submitted is not None
+    receive(sqs, resources, 1)
+    other = dataclasses.replace(
+        submitted, job_id=str(uuid.uuid4()), created_at=at, updated_at=at, **fields
+    )
+    service.store.create(other)
+    return submitted, other
+
+
 def test_the_scheduled_sweep_fails_a_job_that_never_reached_the_queue(
     declaration: Declaration,
     built_models: Path,
@@ -101,20 +116,10 @@ def test_the_scheduled_sweep_fails_a_job_that_never_reached_the_queue(
     service: JobService,
     sqs: Any,
 ) -> None:
-    submitted = service.store.get(TENANT, submit(service, "digits", "1", [[0] * 64]))
-    assert submitted is not None
-    receive(sqs, resources, 1)  # its message is taken off the queue: only the record is left
     # A record whose submitting invocation died before the send, long enough ago that its
     # message could no longer be on its way; nobody reads it.
     long_ago = time.time() - declaration.unclaimed_job_after_s() - 60
-    stuck = dataclasses.replace(
-        submitted,
-        job_id=str(uuid.uuid4()),
-        created_at=long_ago,
-        updated_at=long_ago,
-        message_id=None,
-    )
-    service.store.create(stuck)
+    submitted, stuck = _stored_beside(service, sqs, resources, long_ago, message_id=None)
 
     (answer,) = _invoke_all(declaration, aws_url, resources, [SWEEP_EVENT])
 
@@ -137,22 +142,18 @@ def test_the_sweep_queues_the_callback_no_worker_queued(
     service: JobService,
     sqs: Any,
 ) -> None:
-    submitted = service.store.get(TENANT, submit(service, "digits", "1", [[0] * 64]))
-    assert submitted is not None
-    receive(sqs, resources, 1)
     # Failed by a read long ago (no worker saw it finish, so none queued its callback).
     long_ago = time.time() - declaration.visibility_timeout_s() - 60
-    settled = dataclasses.replace(
-        submitted,
-        job_id=str(uuid.uuid4()),
+    _, settled = _stored_beside(
+        service,
+        sqs,
+        resources,
+        long_ago,
         status=JobStatus.FAILED,
         error="never picked up",
-        created_at=long_ago,
-        updated_at=long_ago,
         finished_at=long_ago,
         callback_url="https://example.com/hooks/jobs",
     )
-    service.store.create(settled)
 
     first, again = _invoke_all(declaration, aws_url, resources, [SWEEP_EVENT, SWEEP_EVENT])
 
